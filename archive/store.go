@@ -1,0 +1,365 @@
+// Package archive is the archive store shared by every hook point: writers
+// stream a message into tmp/, then commit it durably with its envelope, as
+// specified in docs/archive-format.md.
+package archive
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// file is what the store needs of an open file; tests substitute failing ones.
+type file interface {
+	Write(p []byte) (int, error)
+	Sync() error
+	Close() error
+	Fd() uintptr
+}
+
+// fsys holds the filesystem operations the store performs, so tests can make
+// each of them fail (chasquid's safeio does the same).
+type fsys struct {
+	create  func(name string) (file, error)
+	rename  func(oldpath, newpath string) error
+	remove  func(name string) error
+	syncDir func(dir string) error
+}
+
+var osFS = fsys{
+	create:  createExcl,
+	rename:  os.Rename,
+	remove:  os.Remove,
+	syncDir: SyncDir,
+}
+
+// FileMode is the mode of every archived file: the archive group may read,
+// nobody else may.
+const FileMode = 0o640
+
+func createExcl(name string) (file, error) {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, FileMode)
+	if err != nil {
+		return nil, err
+	}
+	// A restrictive umask must not make the item unreadable to the archive
+	// group, and a permissive one must not widen it.
+	if err := f.Chmod(FileMode); err != nil {
+		f.Close()
+		os.Remove(name)
+		return nil, err
+	}
+	return f, nil
+}
+
+// SyncDir fsyncs a directory, making renames and creations in it durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Store is an archive root. It is safe for concurrent use by many writers,
+// in one process or many.
+type Store struct {
+	root string
+	tmp  string
+	host string
+	log  *slog.Logger
+	now  func() time.Time
+	fs   fsys
+}
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	Logger *slog.Logger // default: slog.Default()
+	Host   string       // default: os.Hostname()
+}
+
+// Open opens the archive root dir, creating it and its tmp/ if needed.
+func Open(dir string, opt Options) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("archive: no archive directory given")
+	}
+	s := &Store{
+		root: dir,
+		tmp:  filepath.Join(dir, "tmp"),
+		host: opt.Host,
+		log:  opt.Logger,
+		now:  time.Now,
+		fs:   osFS,
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.host == "" {
+		s.host, _ = os.Hostname()
+	}
+	if err := os.MkdirAll(s.tmp, 0o750); err != nil {
+		return nil, fmt.Errorf("archive: %w", err)
+	}
+	return s, nil
+}
+
+// Root returns the archive root directory.
+func (s *Store) Root() string { return s.root }
+
+// Path returns the path of a committed item's file with the given extension
+// (".eml" or ".json").
+func (s *Store) Path(id, ext string) string { return filepath.Join(s.root, id+ext) }
+
+// Writer streams one message into tmp/ID.eml. Exactly one of Commit, Abort or
+// Close ends it; after Commit the others do nothing.
+type Writer struct {
+	s       *Store
+	id      string
+	tags    []string
+	f       file
+	sum     hash.Hash
+	size    int64
+	hdr     headerCapture
+	err     error // sticky: the first write error
+	synced  bool
+	done    bool
+	tmpEML  string
+	tmpJSON string
+}
+
+// Create starts a new item. The tags become part of its ID (the wrapper's).
+func (s *Store) Create(tags ...string) (*Writer, error) {
+	id, err := NewID(s.now(), tags...)
+	if err != nil {
+		return nil, err
+	}
+	w := &Writer{
+		s:       s,
+		id:      id,
+		tags:    tags,
+		sum:     sha256.New(),
+		tmpEML:  filepath.Join(s.tmp, id+".eml"),
+		tmpJSON: filepath.Join(s.tmp, id+".json"),
+	}
+	f, err := s.fs.create(w.tmpEML)
+	if err != nil {
+		return nil, fmt.Errorf("archive: create %s: %w", w.rel(w.tmpEML), unwrapPath(err))
+	}
+	// The lock tells a concurrent recovery sweep that this file is being
+	// written; the kernel drops it if this process dies.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		s.fs.remove(w.tmpEML)
+		return nil, fmt.Errorf("archive: lock %s: %w", w.rel(w.tmpEML), err)
+	}
+	w.f = f
+	return w, nil
+}
+
+// ID returns the item's ID.
+func (w *Writer) ID() string { return w.id }
+
+// Size returns the number of bytes written so far.
+func (w *Writer) Size() int64 { return w.size }
+
+// Err returns the first write error, if any.
+func (w *Writer) Err() error { return w.err }
+
+func (w *Writer) rel(p string) string {
+	if r, err := filepath.Rel(w.s.root, p); err == nil {
+		return r
+	}
+	return p
+}
+
+// Write appends message bytes. After a failure every later Write returns the
+// same error, so a caller streaming a message may check once at the end.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.done {
+		return 0, errors.New("archive: write after commit or abort")
+	}
+	n, err := w.f.Write(p)
+	w.sum.Write(p[:n])
+	w.hdr.write(p[:n])
+	w.size += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("archive: write %s: %w", w.rel(w.tmpEML), unwrapPath(err))
+		return n, w.err
+	}
+	return n, nil
+}
+
+// Sync makes the message bytes written so far durable: the file and its
+// entry in tmp/. The proxy calls it before it lets the server accept the
+// message; Commit calls it if nobody did.
+func (w *Writer) Sync() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.synced {
+		return nil
+	}
+	if err := w.f.Sync(); err != nil {
+		w.err = fmt.Errorf("archive: fsync %s: %w", w.rel(w.tmpEML), unwrapPath(err))
+		return w.err
+	}
+	if err := w.s.fs.syncDir(w.s.tmp); err != nil {
+		w.err = fmt.Errorf("archive: fsync tmp/: %w", unwrapPath(err))
+		return w.err
+	}
+	w.synced = true
+	return nil
+}
+
+// Commit completes the item: it fills in the envelope's version, ID, time,
+// host, tags and message fields, writes ID.json durably, renames the .eml and
+// then the .json into the root, and fsyncs the root. On error nothing is
+// visible as an item; the caller decides whether to Abort (remove the bytes)
+// or Close (leave them under tmp/ for recovery).
+func (w *Writer) Commit(env *Envelope) error {
+	if w.done {
+		return errors.New("archive: commit after commit or abort")
+	}
+	if err := w.Sync(); err != nil {
+		return err
+	}
+	w.fillEnvelope(env)
+	if err := w.s.writeJSON(w.tmpJSON, env); err != nil {
+		return err
+	}
+	final := w.s.Path(w.id, ".eml")
+	if err := w.s.fs.rename(w.tmpEML, final); err != nil {
+		return fmt.Errorf("archive: rename %s: %w", w.rel(w.tmpEML), unwrapPath(err))
+	}
+	if err := w.s.fs.rename(w.tmpJSON, w.s.Path(w.id, ".json")); err != nil {
+		return fmt.Errorf("archive: rename %s: %w", w.rel(w.tmpJSON), unwrapPath(err))
+	}
+	if err := w.s.fs.syncDir(w.s.root); err != nil {
+		return fmt.Errorf("archive: fsync %s: %w", w.s.root, unwrapPath(err))
+	}
+	w.done = true
+	w.f.Close() // releases the lock; the data is already synced
+	return nil
+}
+
+func (w *Writer) fillEnvelope(env *Envelope) {
+	env.Version = Version
+	env.ID = w.id
+	if env.ArchivedAt.IsZero() {
+		env.ArchivedAt = w.s.now()
+	}
+	env.ArchivedAt = env.ArchivedAt.UTC()
+	if env.Host == "" {
+		env.Host = w.s.host
+	}
+	if env.Tags == nil && len(w.tags) > 0 {
+		env.Tags = append([]string(nil), w.tags...)
+	}
+	env.Message = w.hdr.fields()
+	env.Message.Size = w.size
+	env.Message.SHA256 = hex.EncodeToString(w.sum.Sum(nil))
+}
+
+// writeJSON writes env to path (which must not exist) and fsyncs it.
+func (s *Store) writeJSON(path string, env *Envelope) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // keep <addr@example> greppable
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(env); err != nil {
+		return fmt.Errorf("archive: encode envelope %s: %w", env.ID, err)
+	}
+	b := buf.Bytes()
+	rel := path
+	if r, err := filepath.Rel(s.root, path); err == nil {
+		rel = r
+	}
+	f, err := s.fs.create(path)
+	if err != nil {
+		return fmt.Errorf("archive: create %s: %w", rel, unwrapPath(err))
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("archive: write %s: %w", rel, unwrapPath(err))
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("archive: fsync %s: %w", rel, unwrapPath(err))
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("archive: close %s: %w", rel, unwrapPath(err))
+	}
+	return nil
+}
+
+// Abort removes everything this writer created, wherever a failed Commit
+// left it. It is a no-op after a successful Commit.
+func (w *Writer) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.f.Close()
+	var errs []error
+	for _, p := range []string{w.tmpEML, w.tmpJSON, w.s.Path(w.id, ".eml")} {
+		if err := w.s.fs.remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("archive: remove %s: %w", w.rel(p), unwrapPath(err)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close ends the writer without committing or removing anything: bytes
+// already written stay under tmp/, where the next recovery sweep turns them
+// into an item marked recovered. The proxy uses it when the server has
+// accepted a message whose commit then failed.
+func (w *Writer) Close() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	return w.f.Close()
+}
+
+// unwrapPath drops the *PathError wrapper, whose absolute path would repeat
+// what our own message already says.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	return err
+}
+
+// ReadEnvelope reads and decodes an ID.json.
+func ReadEnvelope(path string) (*Envelope, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("archive: %w", err)
+	}
+	var env Envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return nil, fmt.Errorf("archive: decode %s: %w", path, err)
+	}
+	return &env, nil
+}
