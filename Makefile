@@ -1,0 +1,54 @@
+# mailarchive: archive every message Postfix handles.
+#   make          build every command into bin/
+#   make test     install the real peers if missing, vet, gofmt check, go test -race
+#   make demo     run proxy_archiver in front of a sink and show the archive
+#   make bench    benchmarks (see README)
+#   make fuzz     run each fuzz target for FUZZTIME
+
+GO       ?= go
+PKG      := github.com/postfix-archive/mailarchive
+VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT)
+CMDS     := $(notdir $(wildcard cmd/*))
+FUZZTIME ?= 60s
+
+.PHONY: all build test peers vet fmt-check unit demo bench fuzz clean FORCE
+
+all: build
+
+build: $(CMDS:%=bin/%)
+
+bin/%: FORCE
+	$(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/$*
+
+peers:
+	./scripts/install-peers.sh
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+unit:
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+test: peers vet fmt-check build unit
+
+demo: build
+	./scripts/demo.sh
+
+bench: build
+	./scripts/bench.sh
+
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin demo-out
