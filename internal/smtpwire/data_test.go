@@ -65,7 +65,7 @@ func feedAll(t testing.TB, in []byte, chunk int) (content, raw, end []byte, cons
 func TestUnstuffer(t *testing.T) {
 	tests := []struct {
 		name, in, content, end string
-		consumed              int // -1: all
+		consumed               int // -1: all
 	}{
 		{"empty message", ".\r\n", "", ".\r\n", 3},
 		{"simple", "a\r\nb\r\n.\r\n", "a\r\nb\r\n", ".\r\n", -1},

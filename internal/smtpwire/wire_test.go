@@ -98,7 +98,7 @@ func TestReadReply(t *testing.T) {
 
 func TestQueueID(t *testing.T) {
 	for in, want := range map[string]string{
-		"250 2.0.0 Ok: queued as DAB2D984306\r\n": "DAB2D984306",
+		"250 2.0.0 Ok: queued as DAB2D984306\r\n":  "DAB2D984306",
 		"250 2.0.0 Ok: queued as 4Xy7Zk1w2Tz9\r\n": "4Xy7Zk1w2Tz9",
 		"250 Ok\r\n": "",
 	} {
