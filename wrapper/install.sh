@@ -15,6 +15,10 @@
 #   wrapper/install.sh --binary ./archiver [--user mailarchive]
 #       [--archive-dir /var/spool/mailarchive] [--bindir /usr/local/bin]
 #
+# The archive directory is compiled into the binary (delivering users cannot
+# choose it); for another one than the default, build with
+#   -ldflags "-X github.com/postfix-archive/mailarchive/wrapper.DefaultArchiveDir=DIR"
+#
 # Idempotent: re-running it upgrades the binary and re-applies ownership and
 # modes of the archive root and tmp/ (not of the items in it).
 set -eu
@@ -25,7 +29,7 @@ bindir=/usr/local/bin
 binary=
 
 usage() {
-	sed -n '2,22s/^# \{0,1\}//p' "$0"
+	sed -n '2,27s/^# \{0,1\}//p' "$0"
 }
 
 die() {
@@ -48,6 +52,12 @@ done
 [ -n "$binary" ] || die "--binary FILE is required (CGO_ENABLED=0 go build -trimpath -o archiver ./cmd/archiver)"
 [ -f "$binary" ] || die "$binary: no such file"
 case $dir in /*) ;; *) die "--archive-dir must be absolute" ;; esac
+# Delivering users cannot choose the archive (the archiver ignores their -d),
+# so the binary's built-in default must be this directory.
+if ! "$binary" --help | grep -qF "(default \"$dir\")"; then
+	die "$binary was built for another archive directory than $dir; rebuild it with
+  -ldflags \"-X github.com/postfix-archive/mailarchive/wrapper.DefaultArchiveDir=$dir\""
+fi
 
 if ! getent passwd "$user" >/dev/null; then
 	nologin=$(command -v nologin || echo /bin/false)

@@ -19,8 +19,12 @@ import (
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
 )
 
-// DefaultArchiveDir is the archive root used when -d is not given.
-const DefaultArchiveDir = "/var/spool/mailarchive"
+// DefaultArchiveDir is the archive root used when -d is not given, and the
+// only one an unprivileged caller gets when the archiver is installed setuid.
+// Packagers set it at link time:
+//
+//	go build -ldflags "-X github.com/postfix-archive/mailarchive/wrapper.DefaultArchiveDir=/srv/mailarchive"
+var DefaultArchiveDir = "/var/spool/mailarchive"
 
 // Exit statuses of the archiver besides COMMAND's own (sysexits.h).
 const (
