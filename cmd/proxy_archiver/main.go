@@ -1,0 +1,147 @@
+// Command proxy_archiver is an SMTP pass-through proxy for Postfix's
+// content_filter chain that archives every message it relays.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/buildinfo"
+	"github.com/postfix-archive/mailarchive/proxy"
+)
+
+const usage = `Usage: proxy_archiver [flags]
+
+An SMTP pass-through proxy for Postfix's content_filter chain. It relays
+every byte between Postfix's smtp client and the reinjection smtpd, and
+archives each message (DATA content and envelope) under --archive-dir.
+The end of each message reaches the server only once its archive copy is
+on disk; if it cannot be written the client gets 451 4.3.0 and retries.
+
+Postfix (main.cf):   content_filter = archive:[127.0.0.1]:10027
+Postfix (master.cf): archive unix - - n - 16 smtp
+                         -o smtp_send_xforward_command=yes
+                     127.0.0.1:10026 inet n - n - 16 smtpd
+                         -o content_filter= ... (see the README)
+
+  proxy_archiver -l 127.0.0.1:10027 -s 127.0.0.1:10026 -d /var/spool/mailarchive
+
+Flags:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := pflag.NewFlagSet("proxy_archiver", pflag.ContinueOnError)
+	fs.SortFlags = false
+	listen := fs.StringP("listen", "l", "127.0.0.1:10027", "address to listen on for Postfix's smtp client")
+	server := fs.StringP("server", "s", "127.0.0.1:10026", "downstream SMTP server (Postfix's reinjection smtpd)")
+	dir := fs.StringP("archive-dir", "d", "/var/spool/mailarchive", "archive root directory")
+	onErr := fs.String("on-archive-error", "tempfail", "when a message cannot be archived: tempfail (client retries) or pass (relay it, log loudly)")
+	keep := fs.Bool("keep-rejected", false, "also archive messages the server refused, with their outcome")
+	maxConns := fs.Int("max-conns", 100, "maximum concurrent connections; more get 421 (0 = no limit)")
+	timeout := fs.Duration("timeout", proxy.DefaultTimeout, "idle timeout for each read from either side (like smtpd_timeout)")
+	shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "on SIGTERM, how long transactions in flight may take to finish")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(os.Stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == pflag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if *version {
+		fmt.Println(buildinfo.String("proxy_archiver"))
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "proxy_archiver: unexpected arguments: %v\n", fs.Args())
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "proxy_archiver: --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	policy, err := proxy.ParsePolicy(*onErr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "proxy_archiver: --on-archive-error: %v\n", err)
+		return 2
+	}
+
+	store, err := archive.Open(*dir, archive.Options{Logger: log})
+	if err != nil {
+		log.Error("cannot open the archive", "err", err)
+		return 1
+	}
+	store.Recover()
+	srv, err := proxy.New(proxy.Config{
+		Server:         *server,
+		Store:          store,
+		OnArchiveError: policy,
+		KeepRejected:   *keep,
+		MaxConns:       *maxConns,
+		Timeout:        *timeout,
+		Logger:         log,
+	})
+	if err != nil {
+		log.Error("bad configuration", "err", err)
+		return 2
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Error("cannot listen", "err", err)
+		return 1
+	}
+	log.Info("proxy_archiver started", "version", buildinfo.Version, "listen", ln.Addr().String(),
+		"server", *server, "archive_dir", *dir, "on_archive_error", *onErr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// Items left under tmp/ by a crash, or by a commit that failed after the
+	// server took the message, are turned into recovered items regularly.
+	go func() {
+		t := time.NewTicker(5 * time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				store.Recover()
+			}
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		log.Error("server stopped", "err", err)
+		return 1
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing transactions in flight", "timeout", *shutdown)
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	log.Info("proxy_archiver stopped")
+	return 0
+}

@@ -1,0 +1,211 @@
+package proxy
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/smtpwire"
+)
+
+// txn is the MAIL transaction as the server accepted it.
+type txn struct {
+	client   archive.Client
+	mailFrom *archive.MailFrom
+	rcpts    []archive.Rcpt
+}
+
+// relayReplies is the server-to-client side: it takes the pending commands
+// in order, reads each one's reply, records what it means for the
+// transaction, and relays it. It alone touches helo, xfwd and txn.
+func (c *conn) relayReplies() {
+	for p := range c.q {
+		if p.kind == kLocal {
+			c.relayReply(p, p.local)
+			continue
+		}
+		c.server.SetReadDeadline(time.Now().Add(c.s.cfg.Timeout))
+		rep, err := smtpwire.ReadReply(c.sr, maxReply)
+		if err != nil {
+			if p.kind == kDataEnd {
+				c.finish(p.msg, nil)
+			}
+			if p.done != nil {
+				close(p.done)
+			}
+			c.fail("421 4.4.2 Archiving proxy: downstream connection lost\r\n", "read from server: "+err.Error())
+			return
+		}
+		c.apply(p, &rep)
+		c.relayReply(p, rep.Bytes())
+		if p.done != nil {
+			p.done <- rep
+		}
+		if rep.Code == 421 {
+			// The server is closing; so do we, after relaying its word.
+			c.fail("", "server sent 421")
+			return
+		}
+	}
+}
+
+func (c *conn) relayReply(p *pending, b []byte) {
+	c.cwMu.Lock()
+	c.client.SetWriteDeadline(time.Now().Add(c.s.cfg.Timeout))
+	_, err := c.cw.Write(b)
+	// Flush when no further reply is at hand (PIPELINING, RFC 2920), and
+	// always before a sync point's command reader goes on.
+	if err == nil && (p.done != nil || c.sr.Buffered() == 0 || len(c.q) == 0) {
+		err = c.cw.Flush()
+	}
+	c.cwMu.Unlock()
+	c.npending.Add(-1)
+	if err != nil {
+		// The client is gone, but replies still decide the outcome of
+		// messages the server has: keep reading them.
+		c.log.Debug("write to client failed", "err", err)
+	}
+}
+
+// apply records what a reply means for the session; it may rewrite the
+// reply (EHLO).
+func (c *conn) apply(p *pending, rep *smtpwire.Reply) {
+	ok := rep.Code/100 == 2
+	switch p.kind {
+	case kHelo, kEhlo:
+		if p.kind == kEhlo {
+			*rep = rep.WithoutExtensions("STARTTLS", "CHUNKING")
+		}
+		if ok {
+			c.helo = p.cmd.Arg
+			c.endTxn()
+		}
+	case kXforward:
+		if ok {
+			for k, v := range smtpwire.ParseXforward(p.cmd.Arg) {
+				c.xfwd[k] = v
+			}
+		}
+	case kMail:
+		if ok {
+			addr, params, err := smtpwire.ParsePath(p.cmd.Arg, "FROM:")
+			if err != nil {
+				addr = p.cmd.Arg // the server took it; keep what was sent
+			}
+			c.txn = &txn{client: c.xforwardClient(), mailFrom: &archive.MailFrom{Addr: addr, Params: params}}
+			c.inTxn.Store(true)
+		}
+	case kRcpt:
+		if c.txn != nil {
+			addr, params, err := smtpwire.ParsePath(p.cmd.Arg, "TO:")
+			if err != nil {
+				addr = p.cmd.Arg
+			}
+			c.txn.rcpts = append(c.txn.rcpts, archive.Rcpt{Addr: addr, Params: params, Accepted: ok, Reply: rep.Text()})
+		}
+	case kRset:
+		if ok {
+			c.endTxn()
+		}
+	case kDataEnd:
+		c.finish(p.msg, rep)
+		c.endTxn()
+	}
+}
+
+// endTxn closes the transaction. Postfix's smtp client sends XFORWARD anew
+// before each MAIL, so its attributes end with the transaction too.
+func (c *conn) endTxn() {
+	c.txn = nil
+	clear(c.xfwd)
+	c.inTxn.Store(false)
+}
+
+// xforwardClient is the original client as XFORWARD described it.
+func (c *conn) xforwardClient() archive.Client {
+	port, _ := strconv.Atoi(c.xfwd["PORT"])
+	return archive.Client{
+		Addr:   c.xfwd["ADDR"],
+		Port:   port,
+		Name:   c.xfwd["NAME"],
+		Helo:   c.xfwd["HELO"],
+		Proto:  c.xfwd["PROTO"],
+		Ident:  c.xfwd["IDENT"],
+		Source: c.xfwd["SOURCE"],
+	}
+}
+
+// outcome maps the server's final reply to the envelope's outcome; no reply
+// at all (the server died after the message) is "unknown".
+func outcome(rep *smtpwire.Reply) string {
+	if rep == nil {
+		return archive.OutcomeUnknown
+	}
+	switch rep.Code / 100 {
+	case 2:
+		return archive.OutcomeAccepted
+	case 4:
+		return archive.OutcomeTempfailed
+	case 5:
+		return archive.OutcomeRejected
+	}
+	return archive.OutcomeUnknown
+}
+
+// finish decides the fate of a message's archive copy once the server has
+// answered it (rep), or could not (nil), and logs the message's one line.
+func (c *conn) finish(m *message, rep *smtpwire.Reply) {
+	out := outcome(rep)
+	env := &archive.Envelope{Source: archive.SourceProxy, Peer: c.peer, Helo: c.helo, Outcome: out}
+	if c.txn != nil {
+		if !c.txn.client.IsZero() {
+			cl := c.txn.client
+			env.Client = &cl
+		}
+		env.MailFrom = c.txn.mailFrom
+		env.RcptTo = c.txn.rcpts
+	}
+	if rep != nil {
+		env.Reply = rep.Text()
+		env.QueueID = rep.QueueID()
+	}
+	attrs := []any{"queue_id", env.QueueID, "outcome", out, "duration", time.Since(m.start).Round(time.Millisecond)}
+	if env.Client != nil && env.Client.Addr != "" {
+		attrs = append(attrs, "orig_client", env.Client.Addr)
+	}
+	if env.MailFrom != nil {
+		attrs = append(attrs, "from", env.MailFrom.Addr)
+	}
+	attrs = append(attrs, "rcpts", len(env.RcptTo))
+	if rep != nil && out != archive.OutcomeAccepted {
+		attrs = append(attrs, "reply", env.Reply)
+	}
+
+	switch {
+	case m.w == nil:
+		c.log.Error("message relayed WITHOUT archive copy", append(attrs, "err", m.archErr)...)
+		return
+	case out == archive.OutcomeRejected || out == archive.OutcomeTempfailed:
+		if !c.s.cfg.KeepRejected {
+			m.w.Abort()
+			c.log.Info("message refused by the server; not archived", append(attrs, "size", m.w.Size())...)
+			return
+		}
+	}
+	size := m.w.Size()
+	if err := m.w.Commit(env); err != nil {
+		if out == archive.OutcomeAccepted || out == archive.OutcomeUnknown {
+			// The server may have the message and its bytes are already
+			// synced under tmp/: leave them for the recovery sweep rather
+			// than lose them.
+			m.w.Close()
+			c.log.Error("archive commit failed after the server took the message; bytes kept under tmp/ for recovery",
+				append(attrs, "id", m.w.ID(), "size", size, "err", err)...)
+			return
+		}
+		m.w.Abort()
+		c.log.Error("archive commit failed", append(attrs, "id", m.w.ID(), "size", size, "err", err)...)
+		return
+	}
+	c.log.Info("message archived", append([]any{"id", m.w.ID(), "size", size}, attrs...)...)
+}
