@@ -194,10 +194,21 @@ func (c *conn) atBoundary() bool {
 // fill waits until n bytes from the client are buffered. It applies the
 // idle timeout and, on shutdown, ends the connection at a boundary.
 func (c *conn) fill(n int) error {
+	deadline := time.Now().Add(c.s.cfg.Timeout)
 	for {
-		deadline := time.Now().Add(c.s.cfg.Timeout)
-		c.client.SetReadDeadline(deadline)
-		// Checked after setting the deadline: Shutdown sets draining
+		rd := deadline
+		if c.s.draining.Load() {
+			if c.atBoundary() {
+				return errDrain
+			}
+			// Mid-transaction: look again soon, so the connection ends as
+			// soon as this transaction does.
+			if soon := time.Now().Add(100 * time.Millisecond); soon.Before(deadline) {
+				rd = soon
+			}
+		}
+		c.client.SetReadDeadline(rd)
+		// Checked again after setting the deadline: Shutdown sets draining
 		// before it kicks, so either we see draining here or its kick
 		// interrupts the read below.
 		if c.s.draining.Load() && c.atBoundary() {
@@ -208,7 +219,7 @@ func (c *conn) fill(n int) error {
 			return nil
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(deadline) {
-			continue // kicked by Shutdown, not idle
+			continue // kicked by Shutdown or polling, not idle
 		}
 		return err
 	}
