@@ -38,7 +38,7 @@ unit:
 test: peers vet fmt-check build unit
 
 demo: build
-	./scripts/demo.sh
+	$(GO) run ./scripts/demo
 
 bench: build
 	./scripts/bench.sh
