@@ -248,3 +248,9 @@ func TestPrivilegedArchiveFailureDefers(t *testing.T) {
 		t.Error("delivered although not archived")
 	}
 }
+
+type syscallStat = syscall.Stat_t
+
+func asCred(u testUser) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: u.cred()}
+}
