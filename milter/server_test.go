@@ -320,35 +320,56 @@ func TestArchiveFailureAccept(t *testing.T) {
 }
 
 // TestArchiveFailureMidMessage breaks the archive after the item was
-// created: the commit fails and nothing is left behind.
+// created, so the commit fails. With tempfail nothing is left behind (the
+// client retries); with accept the bytes stay under tmp/ and the recovery
+// sweep makes them an item marked recovered.
 func TestArchiveFailureMidMessage(t *testing.T) {
-	ts := startServer(t, milter.Config{})
-	s := ts.client(t)
-	connectHelo(t, s, "helo.example")
-	cont(t)(s.Mail("a@example.org", nil))
-	cont(t)(s.HeaderField("Subject", "s"))
-	cont(t)(s.HeaderEnd())
-	// The root becomes unusable for renames: replace it with... a root
-	// whose item names are taken by directories.
-	ents, _ := os.ReadDir(filepath.Join(ts.dir, "tmp"))
-	if len(ents) != 1 {
-		t.Fatalf("tmp/ holds %d files, want the item in progress", len(ents))
-	}
-	id := strings.TrimSuffix(ents[0].Name(), ".eml")
-	if err := os.MkdirAll(filepath.Join(ts.dir, id+".eml", "x"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cont(t)(s.BodyChunk([]byte("body\r\n")))
-	_, act, err := s.End()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if act.Code != gomilter.ActReplyCode || act.SMTPCode != 451 {
-		t.Fatalf("reply %+v, want 451", act)
-	}
-	ts.waitTmpEmpty(t)
-	if _, err := os.Stat(filepath.Join(ts.dir, id+".json")); err == nil {
-		t.Fatal("a .json was committed")
+	for _, policy := range []milter.Policy{milter.PolicyTempfail, milter.PolicyAccept} {
+		t.Run(policy.String(), func(t *testing.T) {
+			ts := startServer(t, milter.Config{OnArchiveError: policy})
+			s := ts.client(t)
+			connectHelo(t, s, "helo.example")
+			cont(t)(s.Mail("a@example.org", nil))
+			cont(t)(s.HeaderField("Subject", "s"))
+			cont(t)(s.HeaderEnd())
+			ents, _ := os.ReadDir(filepath.Join(ts.dir, "tmp"))
+			if len(ents) != 1 {
+				t.Fatalf("tmp/ holds %d files, want the item in progress", len(ents))
+			}
+			// A directory where the item goes makes the rename fail.
+			id := strings.TrimSuffix(ents[0].Name(), ".eml")
+			blocker := filepath.Join(ts.dir, id+".eml")
+			if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cont(t)(s.BodyChunk([]byte("body\r\n")))
+			_, act, err := s.End()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(ts.dir, id+".json")); err == nil {
+				t.Fatal("a .json was committed")
+			}
+			if policy == milter.PolicyTempfail {
+				if act.Code != gomilter.ActReplyCode || act.SMTPCode != 451 {
+					t.Fatalf("reply %+v, want 451", act)
+				}
+				ts.waitTmpEmpty(t)
+				return
+			}
+			if act.Code != gomilter.ActContinue {
+				t.Fatalf("reply %+v, want continue", act)
+			}
+			os.RemoveAll(blocker)
+			rep := milter.Recover(ts.store, testLogger(t))
+			if len(rep.Recovered) != 1 || rep.Recovered[0] != id {
+				t.Fatalf("recovery: %+v", rep)
+			}
+			items := ts.items(t)
+			if len(items) != 1 || !items[0].env.Recovered || string(items[0].eml) != "Subject: s\r\n\r\nbody\r\n" {
+				t.Fatalf("recovered items %+v", items)
+			}
+		})
 	}
 }
 

@@ -250,16 +250,23 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		return gomilter.RespContinue, nil
 	}
 
+	policy := s.srv.cfg.OnArchiveError
 	var size int64
 	if tx.w != nil {
 		size = tx.w.Size()
 		attrs = append(attrs, "id", tx.w.ID())
-		if err := tx.w.Abort(); err != nil {
+		if policy == PolicyAccept {
+			// The message goes through: keep what was written under tmp/,
+			// where the recovery sweep makes it an item marked recovered.
+			tx.w.Close()
+			attrs = append(attrs, "kept_for_recovery", size > 0)
+		} else if err := tx.w.Abort(); err != nil {
+			// The client retries: the next attempt is archived afresh.
 			s.log.Error("cannot remove the partial message", "id", tx.w.ID(), "err", err)
 		}
 	}
 	attrs = append(attrs, "size", size, "err", tx.err)
-	if s.srv.cfg.OnArchiveError == PolicyAccept {
+	if policy == PolicyAccept {
 		s.log.Error("MESSAGE NOT ARCHIVED: archive failed, message accepted anyway (--on-archive-error=accept)",
 			append(attrs, "outcome", "accepted_unarchived")...)
 		return gomilter.RespContinue, nil
