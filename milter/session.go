@@ -37,8 +37,7 @@ type session struct {
 
 	mu         sync.Mutex // held by every callback; close takes it too
 	closed     bool
-	client     archive.Client
-	helo       string
+	client     archive.Client // its Helo is the envelope's helo too
 	connMacros map[string]string
 	tx         *transaction
 }
@@ -57,11 +56,10 @@ type transaction struct {
 var _ gomilter.Milter = (*session)(nil)
 
 func newSession(s *Server, c *conn) *session {
-	ss := &session{srv: s, c: c, connMacros: map[string]string{}}
+	ss := &session{srv: s, c: c, log: s.log, connMacros: map[string]string{}}
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		ss.peer = &archive.Peer{Addr: a.IP.String(), Port: a.Port}
 	}
-	ss.log = s.log
 	return ss
 }
 
@@ -154,7 +152,6 @@ func (s *session) Connect(host string, family string, port uint16, addr net.IP, 
 	if addr != nil {
 		s.client.Addr = addr.String()
 	}
-	s.helo = ""
 	s.connMacros = map[string]string{}
 	maps.Copy(s.connMacros, m.Macros)
 	return gomilter.RespContinue, nil
@@ -163,7 +160,6 @@ func (s *session) Connect(host string, family string, port uint16, addr net.IP, 
 func (s *session) Helo(name string, m *gomilter.Modifier) (gomilter.Response, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.helo = name
 	s.client.Helo = name
 	maps.Copy(s.connMacros, m.Macros)
 	return gomilter.RespContinue, nil
@@ -314,7 +310,7 @@ func (s *session) envelope(tx *transaction) *archive.Envelope {
 	env := &archive.Envelope{
 		Source:   archive.SourceMilter,
 		Peer:     s.peer,
-		Helo:     s.helo,
+		Helo:     s.client.Helo,
 		MailFrom: tx.mailFrom,
 		RcptTo:   tx.rcpts,
 		QueueID:  macros["i"],

@@ -30,6 +30,7 @@ type packetTap struct {
 	lenN   int    // bytes of lenBuf filled
 	remain uint32 // payload bytes still to come, code byte included
 	code   byte
+	coded  bool // code holds this packet's code
 	keep   bool
 	buf    []byte
 
@@ -53,15 +54,13 @@ func (t *packetTap) feed(p []byte) {
 			}
 			t.lenN = 0
 			t.remain = binary.BigEndian.Uint32(t.lenBuf[:])
-			t.code = 0
+			t.coded = false
 			t.keep = false
 			t.buf = t.buf[:0]
-			if t.remain == 0 {
-				continue // go-milter rejects it and closes; nothing to frame
-			}
-			continue
+			continue // a zero length: go-milter rejects it and closes
 		}
-		if t.code == 0 {
+		if !t.coded {
+			t.coded = true
 			t.code = p[0]
 			p = p[1:]
 			t.remain--
