@@ -34,7 +34,7 @@ Safe with writers running and with other filers (lock ROOT/.filer.lock);
 a crash loses nothing, the next run finishes the job. Before filing, items
 that crashed writers left in tmp/ are recovered (--recover=false: don't).
 
-Run it as the archive's owner, e.g. every 10 minutes from cron:
+Run it as the archive's owner, e.g. every 10 minutes from /etc/cron.d:
 
   */10 * * * * mailarchive /usr/local/bin/filer -q /var/spool/mailarchive
 
@@ -60,7 +60,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVarP(&opt.DryRun, "dry-run", "n", false, "change nothing; report what would be done")
 	fs.BoolVar(&opt.Recover, "recover", true, "first turn crashed writers' leftovers in tmp/ into items")
 	verbose := fs.BoolP("verbose", "v", false, "one line per item filed and per name skipped")
-	quiet := fs.BoolP("quiet", "q", false, "print the summary only when there are problems (for cron)")
+	quiet := fs.BoolP("quiet", "q", false, "print nothing unless there are problems (for cron)")
 	version := fs.Bool("version", false, "print the version and exit")
 	help := fs.BoolP("help", "h", false, "show this help and exit")
 	if err := fs.Parse(args); err != nil && !errors.Is(err, pflag.ErrHelp) {
@@ -99,7 +99,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	opt.Now = time.Now
 	rep, err := Run(opt)
 	if errors.Is(err, ErrLocked) {
-		fmt.Fprintf(stderr, "filer: %s: %v; nothing done\n", opt.Root, err)
+		if !*quiet { // under cron, overlapping runs are normal
+			fmt.Fprintf(stderr, "filer: %s: %v; nothing done\n", opt.Root, err)
+		}
 		return ExitLocked
 	}
 	for _, p := range rep.Problems {

@@ -74,6 +74,9 @@ func TestMainRun(t *testing.T) {
 	if code != 3 || !strings.Contains(errs, "another filer") {
 		t.Errorf("locked: exit %d %q", code, errs)
 	}
+	if code, out, errs := runMain("-q", root); code != 3 || out+errs != "" {
+		t.Errorf("locked, quiet: exit %d %q %q", code, out, errs)
+	}
 }
 
 func TestMainDest(t *testing.T) {
