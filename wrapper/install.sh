@@ -59,6 +59,12 @@ if ! "$binary" --help | grep -qF "(default \"$dir\")"; then
   -ldflags \"-X github.com/postfix-archive/mailarchive/wrapper.DefaultArchiveDir=$dir\""
 fi
 
+# A set-ID binary should not depend on the dynamic loader, and glibc would
+# strip variables such as TMPDIR from the delivery command's environment.
+if grep -qa 'ld-linux' "$binary"; then
+	echo "install.sh: warning: $binary is dynamically linked; build it with CGO_ENABLED=0" >&2
+fi
+
 if ! getent passwd "$user" >/dev/null; then
 	nologin=$(command -v nologin || echo /bin/false)
 	useradd --system --user-group --no-create-home --home-dir /nonexistent \
