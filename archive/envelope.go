@@ -1,6 +1,10 @@
 package archive
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"time"
+)
 
 // Version is the archive format version this package writes.
 const Version = 1
@@ -25,7 +29,7 @@ const (
 type Envelope struct {
 	Version    int               `json:"version"`
 	ID         string            `json:"id"`
-	Source     string            `json:"source"`
+	Source     string            `json:"source,omitempty"`
 	ArchivedAt time.Time         `json:"archived_at"`
 	Host       string            `json:"host,omitempty"`
 	Tags       []string          `json:"tags,omitempty"`
@@ -87,4 +91,25 @@ type Message struct {
 	Date      string `json:"date,omitempty"`
 	From      string `json:"from,omitempty"`
 	Subject   string `json:"subject,omitempty"`
+}
+
+// timeLayout is RFC 3339 in UTC with a fraction that is always there (Go's
+// RFC3339Nano drops a zero fraction).
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// MarshalJSON writes archived_at in UTC, always with its fraction, and
+// leaves <addr@example> readable (no HTML escaping).
+func (e Envelope) MarshalJSON() ([]byte, error) {
+	type plain Envelope // without this method
+	v := struct {
+		plain
+		ArchivedAt string `json:"archived_at"`
+	}{plain: plain(e), ArchivedAt: e.ArchivedAt.UTC().Format(timeLayout)}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }

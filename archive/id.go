@@ -47,10 +47,14 @@ func NewID(t time.Time, tags ...string) (string, error) {
 		if room < 1 {
 			break
 		}
-		if len(enc) > room {
+		truncated := len(enc) > room
+		if truncated {
 			enc = truncateEncoded(enc, room)
 		}
 		id += "." + enc
+		if truncated {
+			break // later tags would read as part of this one
+		}
 	}
 	return id, nil
 }
@@ -181,5 +185,23 @@ func ParseID(s string) (ID, error) {
 		}
 		id.Tags = append(id.Tags, tag)
 	}
+	// One ID, one spelling: reject what our writers never produce (%41 for
+	// A, lower-case hex, a fractional stamp), so two names never alias.
+	if canon := canonical(id, parts[2:]); canon != s {
+		return ID{}, fmt.Errorf("archive: ID %q is not in canonical form (%q)", s, canon)
+	}
 	return id, nil
+}
+
+func canonical(id ID, encTags []string) string {
+	c := id.Stamp.UTC().Format(StampLayout) + "." + id.Unique
+	for i, t := range id.Tags {
+		enc := EncodeTag(t)
+		// A truncated last tag may end before its encoding would.
+		if i == len(id.Tags)-1 && len(encTags[i]) < len(enc) && strings.HasPrefix(enc, encTags[i]) {
+			enc = encTags[i]
+		}
+		c += "." + enc
+	}
+	return c
 }

@@ -97,6 +97,11 @@ func (s *Store) recoverOne(id string, rep *RecoverReport) {
 		rep.Errors = append(rep.Errors, fmt.Errorf("archive: recover %s: %w", id, err))
 		return
 	}
+	// The writer may have committed or aborted between our open and our
+	// lock: only a file still in place is a leftover.
+	if cur, err := os.Stat(emlPath); err != nil || !os.SameFile(fi, cur) {
+		return
+	}
 	if fi.Size() == 0 {
 		if s.now().Sub(fi.ModTime()) < freshEmpty {
 			rep.Busy++ // probably created a moment ago, not yet locked
@@ -154,7 +159,7 @@ func (s *Store) recoveredEnvelope(id string, msg *os.File, tmpJSON string) (*Env
 	}
 	if env.ID == "" {
 		env.Outcome = OutcomeUnknown
-		env.ArchivedAt = s.now()
+		env.ArchivedAt = s.now().UTC()
 		if pid, err := ParseID(id); err == nil && len(pid.Tags) > 0 {
 			env.Tags = pid.Tags
 		}

@@ -110,8 +110,17 @@ func Open(dir string, opt Options) (*Store, error) {
 	if s.host == "" {
 		s.host, _ = os.Hostname()
 	}
-	if err := os.MkdirAll(s.tmp, 0o750); err != nil {
-		return nil, fmt.Errorf("archive: %w", err)
+	for _, d := range []string{s.root, s.tmp} {
+		if _, err := os.Stat(d); err == nil {
+			continue // an existing directory keeps the modes its installer chose
+		}
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("archive: %w", err)
+		}
+		// A restrictive umask must not lock the archive group out.
+		if err := os.Chmod(d, 0o750); err != nil {
+			return nil, fmt.Errorf("archive: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -159,8 +168,9 @@ func (s *Store) Create(tags ...string) (*Writer, error) {
 		return nil, fmt.Errorf("archive: create %s: %w", w.rel(w.tmpEML), unwrapPath(err))
 	}
 	// The lock tells a concurrent recovery sweep that this file is being
-	// written; the kernel drops it if this process dies.
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	// written; the kernel drops it if this process dies. It blocks: a
+	// sweep may hold it for a moment while it looks at the new empty file.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()
 		s.fs.remove(w.tmpEML)
 		return nil, fmt.Errorf("archive: lock %s: %w", w.rel(w.tmpEML), err)
@@ -195,6 +205,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, errors.New("archive: write after commit or abort")
 	}
 	n, err := w.f.Write(p)
+	if n > 0 {
+		w.synced = false
+	}
 	w.sum.Write(p[:n])
 	w.hdr.write(p[:n])
 	w.size += int64(n)
@@ -236,6 +249,9 @@ func (w *Writer) Commit(env *Envelope) error {
 	if w.done {
 		return errors.New("archive: commit after commit or abort")
 	}
+	if env == nil {
+		env = &Envelope{}
+	}
 	if err := w.Sync(); err != nil {
 		return err
 	}
@@ -251,6 +267,9 @@ func (w *Writer) Commit(env *Envelope) error {
 		return fmt.Errorf("archive: rename %s: %w", w.rel(w.tmpJSON), unwrapPath(err))
 	}
 	if err := w.s.fs.syncDir(w.s.root); err != nil {
+		// Not durable, so not an item: move the .json back out of sight
+		// (Abort or recovery then deals with the rest).
+		w.s.fs.rename(w.s.Path(w.id, ".json"), w.tmpJSON)
 		return fmt.Errorf("archive: fsync %s: %w", w.s.root, unwrapPath(err))
 	}
 	w.done = true
@@ -315,13 +334,16 @@ func (w *Writer) Abort() error {
 		return nil
 	}
 	w.done = true
-	w.f.Close()
+	// Remove while still holding the lock, so that a recovery sweep never
+	// takes these files for a crashed writer's; the .json first, so no
+	// item is visible for a moment without its message.
 	var errs []error
-	for _, p := range []string{w.tmpEML, w.tmpJSON, w.s.Path(w.id, ".eml")} {
+	for _, p := range []string{w.s.Path(w.id, ".json"), w.tmpJSON, w.tmpEML, w.s.Path(w.id, ".eml")} {
 		if err := w.s.fs.remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("archive: remove %s: %w", w.rel(p), unwrapPath(err)))
 		}
 	}
+	w.f.Close()
 	return errors.Join(errs...)
 }
 
