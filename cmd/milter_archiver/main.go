@@ -59,6 +59,7 @@ func run(args []string) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(os.Stderr, "milter_archiver: %v (see --help)\n", err)
 		return 2
 	}
 	if *version {

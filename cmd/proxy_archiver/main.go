@@ -63,6 +63,7 @@ func run(args []string) int {
 		if err == pflag.ErrHelp {
 			return 0
 		}
+		fmt.Fprintf(os.Stderr, "proxy_archiver: %v (see --help)\n", err)
 		return 2
 	}
 	if *version {
