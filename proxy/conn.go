@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
@@ -28,7 +29,13 @@ const (
 	clientWriteBuf = 4 << 10
 	maxReply       = 64 << 10 // a server reply larger than this is a broken server
 	maxPending     = 128      // commands in flight before the reader waits
+	archiveBuf     = 32 << 10 // batches the archive copy's writes (pooled, DATA only)
 )
+
+// archiveBufs holds the buffers between the DATA reader and the archive
+// file: without them every message line is its own write(2), which cost
+// the proxy most of its CPU time (docs/bench.md).
+var archiveBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, archiveBuf) }}
 
 type kind int
 
@@ -58,6 +65,7 @@ type pending struct {
 // message is one DATA phase on its way to the archive.
 type message struct {
 	w       *archive.Writer // nil when it could not be created
+	bw      *bufio.Writer   // buffers writes to w during DATA; pooled
 	archErr error           // why it is not being archived
 	start   time.Time
 }
@@ -66,10 +74,11 @@ type conn struct {
 	s      *Server
 	client net.Conn
 	server net.Conn
-	cr     *bufio.Reader
-	cw     *bufio.Writer
-	sr     *bufio.Reader
-	sw     *bufio.Writer
+	raw    syscall.RawConn // client's, to wait for bytes without a buffer; nil: always buffered
+	cr     *bufio.Reader   // nil while idle between commands (see buffers.go)
+	cw     *lazyWriter
+	sr     *bufio.Reader // nil while no reply is awaited
+	sw     *lazyWriter
 	log    *slog.Logger
 	peer   *archive.Peer
 
@@ -90,11 +99,13 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		s:      s,
 		client: nc,
-		cr:     bufio.NewReaderSize(nc, clientReadBuf),
-		cw:     bufio.NewWriterSize(nc, clientWriteBuf),
+		cw:     newLazyWriter(nc, clientWriteBuf),
 		q:      make(chan *pending, maxPending),
 		closed: make(chan struct{}),
 		xfwd:   map[string]string{},
+	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
 	}
 	c.peer = peerOf(nc.RemoteAddr())
 	c.log = s.log.With("client", nc.RemoteAddr().String())
@@ -121,8 +132,8 @@ func (c *conn) serve() {
 	}
 	c.server = server
 	defer server.Close()
-	c.sr = bufio.NewReaderSize(server, serverReadBuf)
-	c.sw = bufio.NewWriterSize(server, serverWriteBuf)
+	c.sr = getReader(serverReadBuf, server)
+	c.sw = newLazyWriter(server, serverWriteBuf)
 
 	server.SetReadDeadline(time.Now().Add(c.s.cfg.Timeout))
 	greeting, err := smtpwire.ReadReply(c.sr, maxReply)
@@ -132,6 +143,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.writeClient(greeting.Bytes())
+	c.releaseServerReader()
 
 	replies := make(chan struct{})
 	go func() {
@@ -188,12 +200,32 @@ var errDrain = errors.New("shutting down")
 // atBoundary reports whether nothing is in flight: no reply awaited, no
 // transaction open, no client bytes unread.
 func (c *conn) atBoundary() bool {
-	return c.npending.Load() == 0 && !c.inTxn.Load() && c.cr.Buffered() == 0
+	return c.npending.Load() == 0 && !c.inTxn.Load() && c.buffered() == 0
+}
+
+// buffered is how many client bytes are buffered (none while idle).
+func (c *conn) buffered() int {
+	if c.cr == nil {
+		return 0
+	}
+	return c.cr.Buffered()
+}
+
+// releaseServerReader gives back the server reader's buffer when empty.
+func (c *conn) releaseServerReader() {
+	if c.sr != nil && c.sr.Buffered() == 0 {
+		putReader(serverReadBuf, c.sr)
+		c.sr = nil
+	}
 }
 
 // fill waits until n bytes from the client are buffered. It applies the
 // idle timeout and, on shutdown, ends the connection at a boundary.
-func (c *conn) fill(n int) error {
+func (c *conn) fill(n int) error { return c.fillWait(n, false) }
+
+// fillWait is fill; idle says the connection is between commands, where an
+// empty read buffer is given back while waiting.
+func (c *conn) fillWait(n int, idle bool) error {
 	deadline := time.Now().Add(c.s.cfg.Timeout)
 	for {
 		rd := deadline
@@ -214,9 +246,21 @@ func (c *conn) fill(n int) error {
 		if c.s.draining.Load() && c.atBoundary() {
 			return errDrain
 		}
-		_, err := c.cr.Peek(n)
+		var err error
+		if idle && c.raw != nil && c.buffered() == 0 {
+			if c.cr != nil {
+				putReader(clientReadBuf, c.cr)
+				c.cr = nil
+			}
+			err = waitReadable(c.raw)
+		}
 		if err == nil {
-			return nil
+			if c.cr == nil {
+				c.cr = getReader(clientReadBuf, c.client)
+			}
+			if _, err = c.cr.Peek(n); err == nil {
+				return nil
+			}
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(deadline) {
 			continue // kicked by Shutdown or polling, not idle
@@ -356,7 +400,7 @@ func (c *conn) endCommands(err error) {
 // (complete), else the first bufferful, whose rest relayLine streams.
 func (c *conn) readLine() (line []byte, complete bool, err error) {
 	for n := 1; ; n = c.cr.Buffered() + 1 {
-		if err := c.fill(n); err != nil {
+		if err := c.fillWait(n, n == 1); err != nil {
 			return nil, false, err
 		}
 		buf, _ := c.cr.Peek(c.cr.Buffered())
@@ -463,7 +507,9 @@ func (c *conn) relayData() bool {
 		msg.archErr = err
 	} else {
 		msg.w = w
-		u.Content = w
+		msg.bw = archiveBufs.Get().(*bufio.Writer)
+		msg.bw.Reset(w)
+		u.Content = msg.bw
 	}
 	for {
 		if c.cr.Buffered() == 0 {
@@ -498,7 +544,12 @@ func (c *conn) relayData() bool {
 		}
 	}
 	if msg.w != nil {
-		if err := msg.w.Sync(); err != nil {
+		err := msg.bw.Flush()
+		msg.releaseBuf()
+		if err == nil {
+			err = msg.w.Sync()
+		}
+		if err != nil {
 			msg.archErr = err
 			msg.abort()
 		}
@@ -531,8 +582,18 @@ func (c *conn) relayData() bool {
 	return true
 }
 
+// releaseBuf returns the archive write buffer to the pool.
+func (m *message) releaseBuf() {
+	if m.bw != nil {
+		m.bw.Reset(nil)
+		archiveBufs.Put(m.bw)
+		m.bw = nil
+	}
+}
+
 // abort drops the archive copy of a message the server will not get.
 func (m *message) abort() {
+	m.releaseBuf()
 	if m.w != nil {
 		m.w.Abort()
 		m.w = nil

@@ -25,6 +25,9 @@ func (c *conn) relayReplies() {
 			continue
 		}
 		c.server.SetReadDeadline(time.Now().Add(c.s.cfg.Timeout))
+		if c.sr == nil {
+			c.sr = getReader(serverReadBuf, c.server)
+		}
 		rep, err := smtpwire.ReadReply(c.sr, maxReply)
 		if err != nil {
 			if p.kind == kDataEnd {
@@ -46,6 +49,7 @@ func (c *conn) relayReplies() {
 			c.fail("", "server sent 421")
 			return
 		}
+		c.releaseServerReader()
 	}
 }
 
@@ -55,7 +59,7 @@ func (c *conn) relayReply(p *pending, b []byte) {
 	_, err := c.cw.Write(b)
 	// Flush when no further reply is at hand (PIPELINING, RFC 2920), and
 	// always before a sync point's command reader goes on.
-	if err == nil && (p.done != nil || c.sr.Buffered() == 0 || len(c.q) == 0) {
+	if err == nil && (p.done != nil || c.sr == nil || c.sr.Buffered() == 0 || len(c.q) == 0) {
 		err = c.cw.Flush()
 	}
 	c.cwMu.Unlock()
