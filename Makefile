@@ -43,8 +43,9 @@ test: peers vet fmt-check build unit
 demo: build
 	$(GO) run ./scripts/demo
 
+# BENCHFLAGS: e.g. "-scale 0.25 -rounds 3 -only proxy,memory" (go run ./scripts/bench -h)
 bench: build
-	./scripts/bench.sh
+	$(GO) run ./scripts/bench $(BENCHFLAGS)
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
