@@ -7,7 +7,8 @@
 
 GO       ?= go
 PKG      := github.com/postfix-archive/mailarchive
-VERSION  ?= $(shell git describe --tags --always 2>/dev/null || echo dev)
+# The nearest tag (v0.1.0, v0.1.0-3-g46e69e8); 0.1.0-dev while there is none.
+VERSION  ?= $(shell git describe --tags 2>/dev/null || echo 0.1.0-dev)
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT)
 CMDS     := $(notdir $(wildcard cmd/*))

@@ -107,10 +107,11 @@ func New(source string) *Metrics {
 			Help: "Connections to the downstream (reinjection) server that failed; the client was told to retry (proxy only).",
 		}),
 	}
+	version, commit := buildinfo.Get()
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "build_info",
 		Help:        "Always 1; the labels name the running build.",
-		ConstLabels: prometheus.Labels{"source": source, "version": buildinfo.Version, "commit": buildinfo.Commit},
+		ConstLabels: prometheus.Labels{"source": source, "version": version, "commit": commit},
 	})
 	info.Set(1)
 	m.reg.MustRegister(m.messages, m.bytes, m.failures, m.commit, m.active, m.refused, m.downstream, info,

@@ -1,0 +1,62 @@
+package logging_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+
+	"github.com/postfix-archive/mailarchive/internal/logging"
+)
+
+func parse(t *testing.T, args ...string) *logging.Options {
+	t.Helper()
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	o := logging.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func TestDefaults(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := parse(t).Logger(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("hidden")
+	log.Info("message archived", "id", "X", "size", 3)
+	if got := buf.String(); strings.Contains(got, "hidden") || !strings.Contains(got, `level=INFO msg="message archived" id=X size=3`) {
+		t.Errorf("text log: %q", got)
+	}
+}
+
+func TestJSON(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := parse(t, "--log-format=json", "--log-level", "debug").Logger(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("message archived", "queue_id", "4DC0A00004", "rcpts", 2)
+	var m map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+		t.Fatalf("%q: %v", buf.String(), err)
+	}
+	if m["level"] != "DEBUG" || m["msg"] != "message archived" || m["queue_id"] != "4DC0A00004" || m["rcpts"] != 2.0 {
+		t.Errorf("json log: %v", m)
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"--log-format=xml"}, {"--log-level=loud"}} {
+		if _, err := parse(t, args...).Logger(&bytes.Buffer{}); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	if _, err := parse(t, "--log-level=WARN").Logger(&bytes.Buffer{}); err != nil {
+		t.Errorf("WARN: %v", err)
+	}
+}
