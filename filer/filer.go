@@ -1,5 +1,5 @@
 // Package filer moves complete archive items from the archive root into
-// dated directories, ROOT/YYYY/MM/DD/ (docs/filer.md): the date comes from
+// dated directories, ROOT/YYYY/MM/DD/ (README.md, "filer"): the date comes from
 // the ID's stamp, so no message is read. It is safe to run while writers
 // write and while another filer runs, idempotent, and a crash at any point
 // loses nothing: the next run finishes the job.

@@ -1,6 +1,6 @@
 #!/bin/sh
 # install.sh: install the archiver for Postfix's mailbox_command with the
-# permission model of docs/wrapper.md:
+# permission model of README.md, "archiver":
 #
 #   - a system user and group (default mailarchive) owns the archive;
 #   - the archive root and its tmp/ are owned by it, mode 2750 (setgid, so

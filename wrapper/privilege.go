@@ -8,7 +8,7 @@ import (
 )
 
 // creds are the process's user and group IDs at start. Installed setuid and
-// setgid mailarchive (docs/wrapper.md, install.sh), the archiver runs with
+// setgid mailarchive (README.md, "archiver", install.sh), the archiver runs with
 // the real IDs of the delivering user and the effective IDs of the archive's
 // owner: it writes the item as the owner, then drops to the real IDs for
 // good before COMMAND starts.

@@ -1,7 +1,7 @@
 // Package wrapper is the mailbox_command hook point: it archives the message
 // on standard input through the shared store, then runs the real delivery
 // command on the archived bytes and exits with its status, so Postfix's
-// defer and bounce logic works unchanged (docs/wrapper.md).
+// defer and bounce logic works unchanged (README.md, "archiver").
 //
 // Every failure before the delivery command starts exits 75 (EX_TEMPFAIL):
 // Postfix keeps the message and retries, nothing is lost and nothing is

@@ -1,6 +1,6 @@
 // Command archiver is a drop-in for Postfix's mailbox_command: it archives
 // the message, then runs the real delivery command on the archived bytes.
-// See docs/wrapper.md and archiver --help.
+// See README.md, "archiver" and archiver --help.
 package main
 
 import (

@@ -1,5 +1,5 @@
 // Command filer moves complete archive items into dated directories.
-// See docs/filer.md and filer --help.
+// See README.md, "filer" and filer --help.
 package main
 
 import (
