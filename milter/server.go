@@ -18,6 +18,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/metrics"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -59,6 +60,9 @@ type Config struct {
 	OnArchiveError Policy
 	// AddHeader adds "X-Archive-ID: ID" to every message that was archived.
 	AddHeader bool
+	// Metrics, if not nil, counts messages, failures, commit latency and
+	// connections (docs/operations.md).
+	Metrics *metrics.Metrics
 }
 
 // Server serves the milter protocol on any number of listeners.
@@ -137,6 +141,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c.sess = newSession(s, c)
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
+	s.cfg.Metrics.ConnOpened()
 	return c
 }
 
@@ -151,6 +156,7 @@ func (s *Server) serveConn(c *conn) {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
+		s.cfg.Metrics.ConnClosed()
 		s.wg.Done()
 	}()
 	actions := gomilter.OptSetSymList

@@ -9,10 +9,12 @@ import (
 	"net/textproto"
 	"strconv"
 	"sync"
+	"time"
 
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/metrics"
 )
 
 // replyTempfail is the end-of-message answer when the archive cannot be
@@ -51,6 +53,7 @@ type transaction struct {
 	bw       *bufio.Writer
 	err      error // the first archiving error; later writes are skipped
 	eoh      bool  // the empty line after the header is written
+	start    time.Time
 }
 
 var _ gomilter.Milter = (*session)(nil)
@@ -87,6 +90,7 @@ func (s *session) abortTx(why string) {
 	if err := tx.w.Abort(); err != nil {
 		s.log.Error("abort: cannot remove the partial message", "id", tx.w.ID(), "err", err)
 	}
+	s.srv.cfg.Metrics.MessageDone(metrics.OutcomeAborted, 0)
 	s.log.Debug("message aborted", "id", tx.w.ID(), "queue_id", tx.macros["i"], "why", why)
 }
 
@@ -99,7 +103,7 @@ func (s *session) leadSpace() bool {
 // message data without MAIL.
 func (s *session) txn() *transaction {
 	if s.tx == nil {
-		s.tx = &transaction{macros: map[string]string{}}
+		s.tx = &transaction{macros: map[string]string{}, start: time.Now()}
 	}
 	return s.tx
 }
@@ -220,6 +224,8 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	s.tx = nil
 	maps.Copy(tx.macros, m.Macros)
 	s.endHeader(tx)
+	met := s.srv.cfg.Metrics
+	commitStart := time.Now()
 	bw := s.writer(tx)
 	if bw != nil {
 		if err := bw.Flush(); err != nil {
@@ -237,7 +243,10 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		tx.err = tx.w.Commit(env)
 	}
 	if tx.err == nil {
-		s.log.Info("message archived", append(attrs, "id", env.ID, "size", env.Message.Size, "outcome", "archived")...)
+		met.CommitObserved(time.Since(commitStart))
+		met.MessageDone(metrics.OutcomeAccepted, env.Message.Size)
+		s.log.Info("message archived", append(attrs, "id", env.ID, "size", env.Message.Size, "outcome", "archived",
+			"duration", time.Since(tx.start).Round(time.Millisecond))...)
 		if s.srv.cfg.AddHeader {
 			if err := m.AddHeader("X-Archive-ID", s.headerValue(env.ID)); err != nil {
 				return nil, err // the connection is broken: nothing to answer
@@ -246,6 +255,9 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		return gomilter.RespContinue, nil
 	}
 
+	if !errors.Is(tx.err, errConnClosed) {
+		met.ArchiveFailed(tx.err)
+	}
 	policy := s.srv.cfg.OnArchiveError
 	var size int64
 	if tx.w != nil {
@@ -261,12 +273,14 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 			s.log.Error("cannot remove the partial message", "id", tx.w.ID(), "err", err)
 		}
 	}
-	attrs = append(attrs, "size", size, "err", tx.err)
+	attrs = append(attrs, "size", size, "duration", time.Since(tx.start).Round(time.Millisecond), "err", tx.err)
 	if policy == PolicyAccept {
+		met.MessageDone(metrics.OutcomeNotArchived, 0)
 		s.log.Error("MESSAGE NOT ARCHIVED: archive failed, message accepted anyway (--on-archive-error=accept)",
 			append(attrs, "outcome", "accepted_unarchived")...)
 		return gomilter.RespContinue, nil
 	}
+	met.MessageDone(metrics.OutcomeTempfailed, 0)
 	s.log.Error("message not archived: archive failed, answered tempfail",
 		append(attrs, "outcome", "tempfailed")...)
 	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), replyTempfail), nil

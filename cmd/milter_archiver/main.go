@@ -17,6 +17,8 @@ import (
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
+	"github.com/postfix-archive/mailarchive/internal/logging"
+	"github.com/postfix-archive/mailarchive/internal/metrics"
 	"github.com/postfix-archive/mailarchive/milter"
 )
 
@@ -49,7 +51,9 @@ func run(args []string) int {
 	addHeader := fs.Bool("add-header", false, "add \"X-Archive-ID: ID\" to each archived message")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long to wait for messages in flight")
 	recoverEvery := fs.Duration("recover-interval", 5*time.Minute, "how often to recover items left under tmp/ by a crashed writer (0: only at start-up)")
-	debug := fs.Bool("debug", false, "log at debug level")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port; default off)")
+	logOpts := logging.AddFlags(fs)
+	debug := fs.Bool("debug", false, "log at debug level (same as --log-level=debug)")
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, usageText)
@@ -81,11 +85,14 @@ func run(args []string) int {
 		return 2
 	}
 
-	level := slog.LevelInfo
 	if *debug {
-		level = slog.LevelDebug
+		logOpts.Level = "debug"
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log, err := logOpts.Logger(os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "milter_archiver:", err)
+		return 2
+	}
 	// go-milter logs protocol errors with the log package: route them here.
 	slog.SetDefault(log)
 
@@ -101,11 +108,24 @@ func run(args []string) int {
 		log.Error("cannot listen", "err", err)
 		return 1
 	}
+	var met *metrics.Metrics
+	if *metricsListen != "" {
+		met = metrics.New("milter")
+		// Healthy while a message could be archived now.
+		hs, err := met.Serve(*metricsListen, metrics.ArchiveWritable(*dir))
+		if err != nil {
+			log.Error("cannot serve metrics", "err", err)
+			return 1
+		}
+		defer hs.Close()
+		log.Info("serving /metrics and /healthz", "addr", hs.Addr)
+	}
 	srv := milter.NewServer(milter.Config{
 		Store:          store,
 		Logger:         log,
 		OnArchiveError: policy,
 		AddHeader:      *addHeader,
+		Metrics:        met,
 	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -25,8 +25,8 @@ type Options struct {
 // their values land.
 func AddFlags(fs *pflag.FlagSet) *Options {
 	o := &Options{}
-	fs.StringVar(&o.Format, "log-format", "text", "log format: text (key=value) or json (one object per line)")
-	fs.StringVar(&o.Level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.Format, "log-format", "text", "log `FORMAT`: text (key=value) or json (one object per line)")
+	fs.StringVar(&o.Level, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
 	return o
 }
 
