@@ -1,6 +1,8 @@
 package filer
 
 import (
+	"github.com/postfix-archive/mailarchive/internal/buildinfo"
+
 	"bytes"
 	"os"
 	"path/filepath"
@@ -23,7 +25,7 @@ func TestMainUsage(t *testing.T) {
 		err  string
 	}{
 		{[]string{"--help"}, 0, "Exit status", ""},
-		{[]string{"--version"}, 0, "filer dev", ""},
+		{[]string{"--version"}, 0, buildinfo.String("filer"), ""},
 		{nil, 2, "", "want one archive root"},
 		{[]string{"a", "b"}, 2, "", "got 2 arguments"},
 		{[]string{"--bogus", "a"}, 2, "", "unknown flag"},

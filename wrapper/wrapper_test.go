@@ -1,6 +1,8 @@
 package wrapper_test
 
 import (
+	"github.com/postfix-archive/mailarchive/internal/buildinfo"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -240,7 +242,7 @@ func TestUsage(t *testing.T) {
 	}{
 		{"help", []string{"--help"}, 0, "mailbox_command = /usr/local/bin/archiver x \"$USER\" deliver_mail \"$USER\"", ""},
 		{"help short", []string{"-h"}, 0, "Exit status", ""},
-		{"version", []string{"--version"}, 0, "archiver dev", ""},
+		{"version", []string{"--version"}, 0, buildinfo.String("archiver"), ""},
 		{"no operands", nil, 75, "", "want TAG1 TAG2 COMMAND"},
 		{"no command", []string{"a", "b"}, 75, "", "got 2 operand"},
 		{"unknown flag", []string{"--bogus", "a", "b", "c"}, 75, "", "unknown flag"},
