@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
+	"github.com/postfix-archive/mailarchive/internal/logging"
+	"github.com/postfix-archive/mailarchive/internal/metrics"
 	"github.com/postfix-archive/mailarchive/proxy"
 )
 
@@ -53,7 +54,8 @@ func run(args []string) int {
 	maxConns := fs.Int("max-conns", 100, "maximum concurrent connections; more get 421 (0 = no limit)")
 	timeout := fs.Duration("timeout", proxy.DefaultTimeout, "idle timeout for each read from either side (like smtpd_timeout)")
 	shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "on SIGTERM, how long transactions in flight may take to finish")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port; default off)")
+	logOpts := logging.AddFlags(fs)
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, usage)
@@ -74,12 +76,11 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "proxy_archiver: unexpected arguments: %v\n", fs.Args())
 		return 2
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "proxy_archiver: --log-level: %v\n", err)
+	log, err := logOpts.Logger(os.Stderr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "proxy_archiver: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	policy, err := proxy.ParsePolicy(*onErr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "proxy_archiver: --on-archive-error: %v\n", err)
@@ -92,7 +93,22 @@ func run(args []string) int {
 		return 1
 	}
 	store.Recover()
-	srv, err := proxy.New(proxy.Config{
+	var met *metrics.Metrics
+	if *metricsListen != "" {
+		met = metrics.New("proxy")
+		// Healthy while a message could be archived now and the
+		// reinjection smtpd greets (it logs a clean connect/QUIT per check).
+		hs, err := met.Serve(*metricsListen, metrics.All(
+			metrics.ArchiveWritable(*dir),
+			metrics.SMTPReady(*server, 5*time.Second)))
+		if err != nil {
+			log.Error("cannot serve metrics", "err", err)
+			return 1
+		}
+		defer hs.Close()
+		log.Info("serving /metrics and /healthz", "addr", hs.Addr)
+	}
+	cfg := proxy.Config{
 		Server:         *server,
 		Store:          store,
 		OnArchiveError: policy,
@@ -100,7 +116,9 @@ func run(args []string) int {
 		MaxConns:       *maxConns,
 		Timeout:        *timeout,
 		Logger:         log,
-	})
+	}
+	// TODO(lead): cfg.Metrics = met
+	srv, err := proxy.New(cfg)
 	if err != nil {
 		log.Error("bad configuration", "err", err)
 		return 2
@@ -110,7 +128,7 @@ func run(args []string) int {
 		log.Error("cannot listen", "err", err)
 		return 1
 	}
-	log.Info("proxy_archiver started", "version", buildinfo.Version, "listen", ln.Addr().String(),
+	log.Info("proxy_archiver started", "version", buildinfo.String("proxy_archiver"), "listen", ln.Addr().String(),
 		"server", *server, "archive_dir", *dir, "on_archive_error", *onErr)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

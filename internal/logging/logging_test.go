@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -40,12 +41,12 @@ func TestJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log.Debug("message archived", "queue_id", "4DC0A00004", "rcpts", 2)
+	log.Debug("message archived", "queue_id", "4DC0A00004", "rcpts", 2, "duration", 1500*time.Microsecond)
 	var m map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
 		t.Fatalf("%q: %v", buf.String(), err)
 	}
-	if m["level"] != "DEBUG" || m["msg"] != "message archived" || m["queue_id"] != "4DC0A00004" || m["rcpts"] != 2.0 {
+	if m["level"] != "DEBUG" || m["msg"] != "message archived" || m["queue_id"] != "4DC0A00004" || m["rcpts"] != 2.0 || m["duration"] != "1.5ms" {
 		t.Errorf("json log: %v", m)
 	}
 }
