@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
+	"github.com/postfix-archive/mailarchive/internal/logging"
 	"github.com/postfix-archive/mailarchive/internal/smtpsink"
 )
 
@@ -44,7 +44,8 @@ func run(args []string) int {
 	dir := fs.StringP("dir", "d", "", "directory to store messages in (required)")
 	reject := fs.StringArray("reject-rcpt", nil, "refuse recipients containing `SUBSTRING` with 550 5.1.1 (repeatable)")
 	hostname := fs.String("hostname", smtpsink.DefaultHostname, "name in the greeting and EHLO reply")
-	verbose := fs.BoolP("verbose", "v", false, "log every connection")
+	verbose := fs.BoolP("verbose", "v", false, "log every connection (same as --log-level=debug)")
+	logOpts := logging.AddFlags(fs)
 	version := fs.Bool("version", false, "print the version and exit")
 	printUsage := func(w io.Writer) {
 		fmt.Fprint(w, usage)
@@ -71,11 +72,14 @@ func run(args []string) int {
 		return 2
 	}
 
-	level := slog.LevelInfo
 	if *verbose {
-		level = slog.LevelDebug
+		logOpts.Level = "debug"
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log, err := logOpts.Logger(os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "smtpsink:", err)
+		return 2
+	}
 
 	srv := &smtpsink.Server{Dir: *dir, Hostname: *hostname, Logger: log}
 	if len(*reject) > 0 {
