@@ -309,6 +309,12 @@ func (c *conn) relayCommands() {
 	for {
 		line, complete, err := c.readLine()
 		if err != nil {
+			if errors.Is(err, io.EOF) && c.buffered() > 0 {
+				// An unterminated last line: the server gets it as sent
+				// and, like Postfix's smtpd, ignores it at EOF.
+				part, _ := c.cr.Peek(c.cr.Buffered())
+				c.sw.Write(part)
+			}
 			c.endCommands(err)
 			return
 		}
