@@ -10,7 +10,8 @@ import (
 )
 
 // The downstream server dies after the first bytes of a message: the client
-// is told to retry (4xx), and no item is left behind, not even under tmp/.
+// is told to retry (4xx), nothing is left under tmp/, and no item claims the
+// message was accepted.
 func TestDownstreamDiesMidData(t *testing.T) {
 	rec := newRecorder(t, func(r *recorder) { r.dropInData = true })
 	p := startInProxy(t, rec.addr(), "", nil)
@@ -21,15 +22,23 @@ func TestDownstreamDiesMidData(t *testing.T) {
 	c.expect(250)
 	c.expect(250)
 	c.expect(354)
-	c.send(body(1, 200<<10)) // more than the socket buffers hold: writes fail
-	c.send(".\r\n")
+	// More than the socket buffers hold, so the proxy's writes fail; ours
+	// may fail too once the proxy has given up.
+	c.Write([]byte(body(1, 200<<10) + ".\r\n"))
 	code, text := c.reply()
 	if code/100 != 4 && code != 0 {
 		t.Fatalf("after the server died mid-DATA the client got %d %q, want 4xx or a closed connection", code, text)
 	}
 	waitEmptyTmp(t, p.dir)
-	if items := readItems(t, p.dir); len(items) != 0 {
-		t.Fatalf("%d items for a message the server never took", len(items))
+	// When the whole message fits in the socket buffers before the server's
+	// close is noticed, the proxy sent the end of data and got no reply: it
+	// cannot know the server dropped it, so it keeps the copy as "unknown"
+	// (over-archiving, never losing). Never "accepted".
+	for _, it := range readItems(t, p.dir) {
+		if it.env.Outcome != "unknown" {
+			t.Fatalf("item %s outcome %q for a message the server never took", it.env.ID, it.env.Outcome)
+		}
+		t.Logf("item %s kept with outcome unknown", it.env.ID)
 	}
 }
 
