@@ -4,6 +4,8 @@
 #   make demo     run proxy_archiver in front of a sink and show the archive
 #   make bench    benchmarks (see README)
 #   make fuzz     run each fuzz target for FUZZTIME
+#   make install  install binaries, systemd units, docs and the archive
+#                 directory (PREFIX=/usr/local, DESTDIR= for staging)
 
 GO       ?= go
 PKG      := github.com/postfix-archive/mailarchive
@@ -12,9 +14,19 @@ VERSION  ?= $(shell git describe --tags 2>/dev/null || echo 0.1.0-dev)
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT)
 CMDS     := $(notdir $(wildcard cmd/*))
+
+# make install. PREFIX and DESTDIR as usual; the archive root is compiled
+# into the archiver (delivering users cannot choose it), so ARCHIVE_DIR
+# applies at build time too.
+PREFIX       ?= /usr/local
+BINDIR       ?= $(PREFIX)/bin
+DOCDIR       ?= $(PREFIX)/share/doc/mailarchive
+UNITDIR      ?= /etc/systemd/system
+ARCHIVE_DIR  ?= /var/spool/mailarchive
+ARCHIVE_USER ?= mailarchive
 FUZZTIME ?= 60s
 
-.PHONY: all build test peers vet fmt-check unit demo bench fuzz clean FORCE
+.PHONY: all build test peers vet fmt-check unit demo bench fuzz clean install FORCE
 
 all: build
 
@@ -25,6 +37,8 @@ build: $(CMDS:%=bin/%)
 # binaries run under systemd's hardening without extra paths.
 bin/%: FORCE
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/$*
+
+bin/archiver: LDFLAGS += -X $(PKG)/wrapper.DefaultArchiveDir=$(ARCHIVE_DIR)
 
 peers:
 	./scripts/install-peers.sh
@@ -57,3 +71,40 @@ fuzz:
 
 clean:
 	rm -rf bin demo-out
+
+# install: the daemons and the filer 0755; the archiver setuid+setgid to
+# ARCHIVE_USER (mode 6755) and the archive root and tmp/ owned by it, mode
+# 2750: the permission model of wrapper/install.sh, which does that part
+# when installing for real (DESTDIR empty, as root), creating the user if
+# missing. When staging into DESTDIR, the same modes are set here, and the
+# owner too if ARCHIVE_USER exists and we are root; otherwise the package
+# must chown ARCHIVE_DIR, ARCHIVE_DIR/tmp and BINDIR/archiver to it (chown
+# clears the set-ID bits: chmod 6755 after it). smtpsink is a test tool and
+# is not installed. The units name /usr/local/bin and /var/spool/mailarchive;
+# they are rewritten for BINDIR and ARCHIVE_DIR.
+install: build
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	install -m 0755 bin/proxy_archiver bin/milter_archiver bin/filer $(DESTDIR)$(BINDIR)/
+	for u in postfix-examples/systemd/*.service postfix-examples/filer/*.service postfix-examples/filer/*.timer; do \
+	  sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/var/spool/mailarchive|$(ARCHIVE_DIR)|g' \
+	      -e 's|/usr/local/share/doc/mailarchive|$(DOCDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$${u##*/} && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/} || exit 1; \
+	done
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	@set -e; \
+	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then \
+	  wrapper/install.sh --binary bin/archiver --bindir $(BINDIR) \
+	    --archive-dir $(ARCHIVE_DIR) --user $(ARCHIVE_USER); \
+	else \
+	  install -d -m 2750 $(DESTDIR)$(ARCHIVE_DIR) $(DESTDIR)$(ARCHIVE_DIR)/tmp; \
+	  chmod 2750 $(DESTDIR)$(ARCHIVE_DIR) $(DESTDIR)$(ARCHIVE_DIR)/tmp; \
+	  install -m 0755 bin/archiver $(DESTDIR)$(BINDIR)/archiver; \
+	  if [ "$$(id -u)" -eq 0 ] && getent passwd $(ARCHIVE_USER) >/dev/null; then \
+	    g=$$(id -gn $(ARCHIVE_USER)); \
+	    chown $(ARCHIVE_USER):$$g $(DESTDIR)$(ARCHIVE_DIR) $(DESTDIR)$(ARCHIVE_DIR)/tmp $(DESTDIR)$(BINDIR)/archiver; \
+	  else \
+	    echo "install: not root or no user $(ARCHIVE_USER): chown $(ARCHIVE_USER): $(ARCHIVE_DIR) $(ARCHIVE_DIR)/tmp $(BINDIR)/archiver, then chmod 6755 $(BINDIR)/archiver" >&2; \
+	  fi; \
+	  chmod 6755 $(DESTDIR)$(BINDIR)/archiver; \
+	fi
+	@echo "installed into $(DESTDIR)$(PREFIX); next: systemctl daemon-reload, then see the README's Quick start"
