@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/metrics"
 	"github.com/postfix-archive/mailarchive/internal/smtpwire"
 )
 
@@ -68,6 +69,7 @@ type message struct {
 	bw      *bufio.Writer   // buffers writes to w during DATA; pooled
 	archErr error           // why it is not being archived
 	start   time.Time
+	syncDur time.Duration // time spent making the .eml durable
 }
 
 type conn struct {
@@ -126,6 +128,7 @@ func (c *conn) serve() {
 	defer c.client.Close()
 	server, err := net.DialTimeout("tcp", c.s.cfg.Server, c.s.cfg.DialTimeout)
 	if err != nil {
+		c.s.cfg.Metrics.DownstreamFailed()
 		c.log.Error("cannot connect to the server; client told to retry", "server", c.s.cfg.Server, "err", err)
 		c.writeClient([]byte("421 4.4.1 Archiving proxy: downstream server unavailable, try again later\r\n"))
 		return
@@ -138,6 +141,7 @@ func (c *conn) serve() {
 	server.SetReadDeadline(time.Now().Add(c.s.cfg.Timeout))
 	greeting, err := smtpwire.ReadReply(c.sr, maxReply)
 	if err != nil {
+		c.s.cfg.Metrics.DownstreamFailed()
 		c.log.Error("no greeting from the server; client told to retry", "server", c.s.cfg.Server, "err", err)
 		c.writeClient([]byte("421 4.4.2 Archiving proxy: downstream server did not greet, try again later\r\n"))
 		return
@@ -550,18 +554,22 @@ func (c *conn) relayData() bool {
 		}
 	}
 	if msg.w != nil {
+		t0 := time.Now()
 		err := msg.bw.Flush()
 		msg.releaseBuf()
 		if err == nil {
 			err = msg.w.Sync()
 		}
+		msg.syncDur = time.Since(t0)
 		if err != nil {
 			msg.archErr = err
 			msg.abort()
 		}
 	}
 	if msg.archErr != nil {
+		c.s.cfg.Metrics.ArchiveFailed(msg.archErr)
 		if c.s.cfg.OnArchiveError == Tempfail {
+			c.s.cfg.Metrics.MessageDone(metrics.OutcomeTempfailed, 0)
 			c.log.Error("message not archived; withheld from the server, client told to retry",
 				"err", msg.archErr, "policy", "tempfail")
 			c.fail("451 4.3.0 Archive unavailable, message not accepted, try again later\r\n", "")

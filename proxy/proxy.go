@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/metrics"
 )
 
 // Policy says what to do with a message that cannot be archived.
@@ -56,6 +57,7 @@ type Config struct {
 	Timeout        time.Duration // idle timeout per read, either side
 	DialTimeout    time.Duration // connecting to the server
 	Logger         *slog.Logger
+	Metrics        *metrics.Metrics // nil: none
 }
 
 // Server accepts client connections and proxies each to Config.Server.
@@ -150,7 +152,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			s.cfg.Metrics.ConnOpened()
 			c.serve()
+			s.cfg.Metrics.ConnClosed()
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
@@ -164,6 +168,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // refuse turns away a connection beyond MaxConns, the way Postfix's smtpd
 // does when it has no process left: 421, then close.
 func (s *Server) refuse(nc net.Conn) {
+	s.cfg.Metrics.ConnRefused()
 	s.log.Warn("too many connections; refusing", "client", nc.RemoteAddr().String(), "max_conns", s.cfg.MaxConns)
 	nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	nc.Write([]byte("421 4.7.0 Too many connections, try again later\r\n"))

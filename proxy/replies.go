@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/metrics"
 	"github.com/postfix-archive/mailarchive/internal/smtpwire"
 )
 
@@ -187,18 +188,23 @@ func (c *conn) finish(m *message, rep *smtpwire.Reply) {
 
 	switch {
 	case m.w == nil:
+		c.s.cfg.Metrics.MessageDone(metrics.OutcomeNotArchived, 0)
 		c.log.Error("message relayed WITHOUT archive copy", append(attrs, "err", m.archErr)...)
 		return
 	case out == archive.OutcomeRejected || out == archive.OutcomeTempfailed:
 		if !c.s.cfg.KeepRejected {
+			c.s.cfg.Metrics.MessageDone(out, 0)
 			m.w.Abort()
 			c.log.Info("message refused by the server; not archived", append(attrs, "size", m.w.Size())...)
 			return
 		}
 	}
 	size := m.w.Size()
+	t0 := time.Now()
 	if err := m.w.Commit(env); err != nil {
+		c.s.cfg.Metrics.ArchiveFailed(err)
 		if out == archive.OutcomeAccepted || out == archive.OutcomeUnknown {
+			c.s.cfg.Metrics.MessageDone(metrics.OutcomeNotArchived, 0)
 			// The server may have the message and its bytes are already
 			// synced under tmp/: leave them for the recovery sweep rather
 			// than lose them.
@@ -207,9 +213,12 @@ func (c *conn) finish(m *message, rep *smtpwire.Reply) {
 				append(attrs, "id", m.w.ID(), "size", size, "err", err)...)
 			return
 		}
+		c.s.cfg.Metrics.MessageDone(out, 0)
 		m.w.Abort()
 		c.log.Error("archive commit failed", append(attrs, "id", m.w.ID(), "size", size, "err", err)...)
 		return
 	}
+	c.s.cfg.Metrics.CommitObserved(m.syncDur + time.Since(t0))
+	c.s.cfg.Metrics.MessageDone(out, size)
 	c.log.Info("message archived", append([]any{"id", m.w.ID(), "size", size}, attrs...)...)
 }

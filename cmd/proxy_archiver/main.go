@@ -117,7 +117,7 @@ func run(args []string) int {
 		Timeout:        *timeout,
 		Logger:         log,
 	}
-	// TODO(lead): cfg.Metrics = met
+	cfg.Metrics = met
 	srv, err := proxy.New(cfg)
 	if err != nil {
 		log.Error("bad configuration", "err", err)
