@@ -2,12 +2,14 @@ package archive
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,7 +62,34 @@ func (s *Store) Recover() RecoverReport {
 	for _, err := range rep.Errors {
 		s.log.Error("recovery failed", "err", err)
 	}
+	// A sweep that found nothing is worth a line only when debugging.
+	lvl := slog.LevelDebug
+	if len(rep.Recovered) > 0 || len(rep.Removed) > 0 || len(rep.Foreign) > 0 || len(rep.Errors) > 0 {
+		lvl = slog.LevelInfo
+	}
+	s.log.Log(context.Background(), lvl, "recovery sweep",
+		"recovered", len(rep.Recovered), "removed", len(rep.Removed),
+		"busy", rep.Busy, "foreign", len(rep.Foreign), "errors", len(rep.Errors))
 	return rep
+}
+
+// RecoverEvery runs Recover every interval until ctx is done. Long-running
+// writers call it: besides crashes, a commit that fails after the MTA took
+// the message leaves its bytes under tmp/ for the sweep.
+func (s *Store) RecoverEvery(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Recover()
+		}
+	}
 }
 
 func (s *Store) recoverOne(id string, rep *RecoverReport) {

@@ -361,7 +361,7 @@ func TestArchiveFailureMidMessage(t *testing.T) {
 				t.Fatalf("reply %+v, want continue", act)
 			}
 			os.RemoveAll(blocker)
-			rep := milter.Recover(ts.store, testLogger(t))
+			rep := ts.store.Recover()
 			if len(rep.Recovered) != 1 || rep.Recovered[0] != id {
 				t.Fatalf("recovery: %+v", rep)
 			}

@@ -101,7 +101,7 @@ func run(args []string) int {
 		log.Error("cannot open the archive", "err", err)
 		return 1
 	}
-	milter.Recover(store, log)
+	store.Recover()
 
 	ln, err := milter.Listen(*listen, os.FileMode(mode))
 	if err != nil {
@@ -130,7 +130,7 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go milter.RecoverEvery(ctx, store, log, *recoverEvery)
+	go store.RecoverEvery(ctx, *recoverEvery)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -53,6 +53,7 @@ func run(args []string) int {
 	keep := fs.Bool("keep-rejected", false, "also archive messages the server refused, with their outcome")
 	maxConns := fs.Int("max-conns", 100, "maximum concurrent connections; more get 421 (0 = no limit)")
 	timeout := fs.Duration("timeout", proxy.DefaultTimeout, "idle timeout for each read from either side (like smtpd_timeout)")
+	recoverEvery := fs.Duration("recover-interval", 5*time.Minute, "how often to turn what a crash (or a failed commit) left under tmp/ into recovered items (0: at start-up only)")
 	shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "on SIGTERM, how long transactions in flight may take to finish")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port; default off)")
 	logOpts := logging.AddFlags(fs)
@@ -133,20 +134,7 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	// Items left under tmp/ by a crash, or by a commit that failed after the
-	// server took the message, are turned into recovered items regularly.
-	go func() {
-		t := time.NewTicker(5 * time.Minute)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				store.Recover()
-			}
-		}
-	}()
+	go store.RecoverEvery(ctx, *recoverEvery)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
