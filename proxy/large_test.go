@@ -49,11 +49,7 @@ func TestLargeMessageBoundedMemory(t *testing.T) {
 	f := setup(t, func(_ *proxy.Config, s *scriptServer) { s.discardData = true })
 	c := f.dial()
 	c.expect(220)
-	c.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-	c.expect(250)
-	c.expect(250)
-	c.expect(250)
-	c.expect(354)
+	c.beginData()
 
 	const total = 100 << 20
 	line := []byte(strings.Repeat("0123456789abcdef", 4) + "\r\n")

@@ -98,11 +98,7 @@ func TestMetricsFailures(t *testing.T) {
 	url := "http://" + hs.Addr + "/metrics"
 	c := f.dial()
 	c.expect(220)
-	c.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-	c.expect(250)
-	c.expect(250)
-	c.expect(250)
-	c.expect(354)
+	c.beginData()
 	c.send("x\r\n.\r\n")
 	c.expect(451)
 	if got := scrape(t, url, `mailarchive_messages_total{outcome="tempfailed",source="proxy"}`); got != 1 {

@@ -133,6 +133,15 @@ func (c *client) expect(code int) smtpwire.Reply {
 	return rep
 }
 
+// beginData opens a one-recipient transaction and stops at the 354.
+func (c *client) beginData() {
+	c.t.Helper()
+	c.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+	for _, code := range []int{250, 250, 250, 354} {
+		c.expect(code)
+	}
+}
+
 type item struct {
 	env *archive.Envelope
 	eml []byte
@@ -304,11 +313,7 @@ func TestRejectedMessage(t *testing.T) {
 		})
 		c := f.dial()
 		c.expect(220)
-		c.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-		c.expect(250)
-		c.expect(250)
-		c.expect(250)
-		c.expect(354)
+		c.beginData()
 		c.send("spam\r\n.\r\n")
 		c.expect(554)
 		items := f.items()
@@ -325,11 +330,7 @@ func TestServerDropsMidData(t *testing.T) {
 	f := setup(t, func(_ *proxy.Config, s *scriptServer) { s.dropInData = true })
 	c := f.dial()
 	c.expect(220)
-	c.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-	c.expect(250)
-	c.expect(250)
-	c.expect(250)
-	c.expect(354)
+	c.beginData()
 	// Keep sending until the proxy notices the server is gone.
 	chunk := strings.Repeat("x", 1000) + "\r\n"
 	var rep smtpwire.Reply
@@ -353,11 +354,7 @@ func TestServerDropsAfterEnd(t *testing.T) {
 	f := setup(t, func(_ *proxy.Config, s *scriptServer) { s.dropAtEnd = true })
 	c := f.dial()
 	c.expect(220)
-	c.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-	c.expect(250)
-	c.expect(250)
-	c.expect(250)
-	c.expect(354)
+	c.beginData()
 	c.send("body\r\n.\r\n")
 	c.expect(421)
 	// The server may have queued it: keep the bytes, claim no outcome.
@@ -394,11 +391,7 @@ func TestArchiveFailureTempfail(t *testing.T) {
 	f := setup(t, func(cfg *proxy.Config, _ *scriptServer) { cfg.Store = brokenStore(t) })
 	c := f.dial()
 	c.expect(220)
-	c.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-	c.expect(250)
-	c.expect(250)
-	c.expect(250)
-	c.expect(354)
+	c.beginData()
 	c.send("body\r\n.\r\n")
 	rep := c.expect(451)
 	if !strings.Contains(string(rep.Bytes()), "4.3.0") {
@@ -421,11 +414,7 @@ func TestArchiveFailurePass(t *testing.T) {
 	})
 	c := f.dial()
 	c.expect(220)
-	c.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-	c.expect(250)
-	c.expect(250)
-	c.expect(250)
-	c.expect(354)
+	c.beginData()
 	c.send("body\r\n.\r\n")
 	c.expect(250)
 	if m := f.srv.msgs(); len(m) != 1 || string(m[0]) != "body\r\n" {
@@ -444,11 +433,7 @@ func TestHostileBytes(t *testing.T) {
 	c.expect(220)
 	long := strings.Repeat("y", 1<<20)
 	body := "Subject: \xff\xfe\x00\r\nbare\nlf\rcr\r\n\x00nul\r\n" + long + "\r\n..\r\n"
-	c.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-	c.expect(250)
-	c.expect(250)
-	c.expect(250)
-	c.expect(354)
+	c.beginData()
 	go c.send(body + ".\r\n")
 	c.expect(250)
 	want := strings.Replace(body, "\r\n..\r\n", "\r\n.\r\n", 1)
@@ -546,11 +531,7 @@ func TestShutdownFinishesTransaction(t *testing.T) {
 	idle.expect(220)
 	busy := f.dial()
 	busy.expect(220)
-	busy.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
-	busy.expect(250)
-	busy.expect(250)
-	busy.expect(250)
-	busy.expect(354)
+	busy.beginData()
 	busy.send("part one\r\n")
 	done := make(chan error, 1)
 	go func() {
