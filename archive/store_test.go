@@ -638,7 +638,9 @@ func TestConcurrentWriters(t *testing.T) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			msg := fmt.Appendf(nil, "Message-ID: <%d@example.com>\r\nSubject: message %d\r\n\r\nbody %d\r\n", i, i, i)
 			w, err := s.Create(fmt.Sprint("writer", i))
 			if err != nil {
@@ -653,7 +655,7 @@ func TestConcurrentWriters(t *testing.T) {
 				}
 			}
 			errs[i] = w.Commit(&Envelope{Source: SourceProxy})
-		})
+		}()
 	}
 	wg.Wait()
 	seen := map[string]bool{}

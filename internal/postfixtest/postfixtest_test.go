@@ -64,7 +64,7 @@ func swaks(t *testing.T, addr, from string, to []string, msg string) string {
 	// With --no-data-fixup swaks sends the file as it is: no dot-stuffing,
 	// no end-of-data line.
 	var data strings.Builder
-	for line := range strings.Lines(msg) {
+	for _, line := range strings.SplitAfter(msg, "\n") {
 		if strings.HasPrefix(line, ".") {
 			data.WriteByte('.')
 		}

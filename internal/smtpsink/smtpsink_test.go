@@ -98,7 +98,7 @@ func (c *client) expect(code int) string {
 // followed by the end-of-data line. body must end with a line end.
 func stuff(body string) string {
 	var b strings.Builder
-	for line := range strings.Lines(body) {
+	for _, line := range strings.SplitAfter(body, "\n") {
 		if strings.HasPrefix(line, ".") {
 			b.WriteByte('.')
 		}
@@ -428,7 +428,9 @@ func TestConcurrentClients(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	for i := range clients {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for j := range each {
 				msg := fmt.Sprintf("Subject: %d.%d\r\n\r\nbody\r\n", i, j)
 				err := smtp.SendMail(s.Addr(), nil, "a@example.org", []string{"b@example.net"}, []byte(msg))
@@ -437,7 +439,7 @@ func TestConcurrentClients(t *testing.T) {
 					return
 				}
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	close(errs)
