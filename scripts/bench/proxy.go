@@ -398,7 +398,11 @@ func (b *bench) proxyLatency() error {
 	b.add(row{what: what, setup: "added by the proxy", figure: us(added),
 		ratio:  fmt.Sprintf("%.1f × one fsync", float64(added)/float64(fsync)),
 		target: "< 1 ms + one fsync (" + us(fsync+time.Millisecond) + ")", verdict: verdict(added < fsync+time.Millisecond)})
+	b.add(row{what: what, setup: "added, minus one archive item's cost (the proxy's own)", figure: us(added - commit)})
 	b.add(row{what: "fsync on the archive's disk", setup: "write 10 KiB + fsync, median", figure: us(fsync)})
+	if mbps, err := diskBandwidth(filepath.Join(b.work, "fsync"), b.n(200, 20)); err == nil {
+		b.add(row{what: "fsync on the archive's disk", setup: "write 1 MiB + fsync, one writer", figure: fmt.Sprintf("%.0f MB/s", mbps)})
+	}
 	b.add(row{what: "fsync on the archive's disk", setup: "archive Create+Write+Sync+Commit of 10 KiB (4 fsyncs), median", figure: us(commit),
 		ratio: fmt.Sprintf("%.1f × one fsync", float64(commit)/float64(fsync))})
 	return nil
@@ -448,4 +452,27 @@ func fsyncCost(dir string, n int) (fsync, commit time.Duration, err error) {
 		cs = append(cs, time.Since(t0))
 	}
 	return medianDur(fs), medianDur(cs), nil
+}
+
+// diskBandwidth writes n new 1 MiB files, each fsynced, and returns MB/s.
+func diskBandwidth(dir string, n int) (float64, error) {
+	buf := bytes.Repeat([]byte("0123456789abcde\n"), 1<<16)
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		name := filepath.Join(dir, fmt.Sprintf("big%d", i))
+		f, err := os.Create(name)
+		if err != nil {
+			return 0, err
+		}
+		_, err = f.Write(buf)
+		if err == nil {
+			err = f.Sync()
+		}
+		f.Close()
+		os.Remove(name)
+		if err != nil {
+			return 0, err
+		}
+	}
+	return float64(n*len(buf)) / time.Since(t0).Seconds() / 1e6, nil
 }
