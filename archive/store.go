@@ -83,6 +83,9 @@ type Store struct {
 	log  *slog.Logger
 	now  func() time.Time
 	fs   fsys
+
+	// Directory fsyncs are shared by concurrent writers (group commit).
+	tmpSync, rootSync *groupSync
 }
 
 // Options configure a Store. The zero value is usable.
@@ -103,6 +106,9 @@ func Open(dir string, opt Options) (*Store, error) {
 		log:  opt.Logger,
 		now:  time.Now,
 		fs:   osFS,
+
+		tmpSync:  newGroupSync(),
+		rootSync: newGroupSync(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -123,6 +129,19 @@ func Open(dir string, opt Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// syncDir fsyncs the root or tmp/, sharing the fsync with concurrent
+// writers.
+func (s *Store) syncDir(dir string) error {
+	g := s.rootSync
+	if dir == s.tmp {
+		g = s.tmpSync
+	}
+	if g == nil { // a Store built by hand in tests
+		return s.fs.syncDir(dir)
+	}
+	return g.sync(func() error { return s.fs.syncDir(dir) })
 }
 
 // Root returns the archive root directory.
@@ -232,7 +251,7 @@ func (w *Writer) Sync() error {
 		w.err = fmt.Errorf("archive: fsync %s: %w", w.rel(w.tmpEML), unwrapPath(err))
 		return w.err
 	}
-	if err := w.s.fs.syncDir(w.s.tmp); err != nil {
+	if err := w.s.syncDir(w.s.tmp); err != nil {
 		w.err = fmt.Errorf("archive: fsync tmp/: %w", unwrapPath(err))
 		return w.err
 	}
@@ -266,7 +285,7 @@ func (w *Writer) Commit(env *Envelope) error {
 	if err := w.s.fs.rename(w.tmpJSON, w.s.Path(w.id, ".json")); err != nil {
 		return fmt.Errorf("archive: rename %s: %w", w.rel(w.tmpJSON), unwrapPath(err))
 	}
-	if err := w.s.fs.syncDir(w.s.root); err != nil {
+	if err := w.s.syncDir(w.s.root); err != nil {
 		// Not durable, so not an item: move the .json back out of sight
 		// (Abort or recovery then deals with the rest).
 		w.s.fs.rename(w.s.Path(w.id, ".json"), w.tmpJSON)
