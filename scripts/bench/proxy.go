@@ -367,8 +367,15 @@ func (b *bench) proxyLatency() error {
 	defer px.Close()
 	n := b.n(2000, 100)
 	body := message(10 << 10)
+	sampler, err := newFsyncSampler(filepath.Join(b.work, "fsync"))
+	if err != nil {
+		return err
+	}
 	var td, tp []time.Duration
 	for i := 0; i < n; i++ {
+		if err := sampler.sample(); err != nil {
+			return err
+		}
 		order := []*smtpConn{direct, px}
 		if i%2 == 1 {
 			order = []*smtpConn{px, direct}
@@ -386,10 +393,7 @@ func (b *bench) proxyLatency() error {
 		}
 	}
 	clearItems(dir)
-	fsync, commit, err := fsyncCost(filepath.Join(b.work, "fsync"), b.n(300, 50))
-	if err != nil {
-		return err
-	}
+	fsync, commit := medianDur(sampler.fs), medianDur(sampler.cs)
 	md, mp := medianDur(td), medianDur(tp)
 	added := mp - md
 	what := fmt.Sprintf("latency, 1 session, %d × 10 KiB", n)
@@ -412,46 +416,60 @@ func us(d time.Duration) string {
 	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
 }
 
-// fsyncCost measures one write+fsync of a new 10 KiB file, and one archive
-// item written the way the proxy writes it, alternately, in dir.
-func fsyncCost(dir string, n int) (fsync, commit time.Duration, err error) {
+// fsyncSampler measures one write+fsync of a new 10 KiB file, and one
+// archive item written the way the proxy writes it, in dir. The latency
+// loop takes a sample after every message pair, so the disk is measured in
+// the same moments as the messages (other load on the machine changes the
+// cost of an fsync several times over).
+type fsyncSampler struct {
+	dir    string
+	st     *archive.Store
+	body   []byte
+	n      int
+	fs, cs []time.Duration
+}
+
+func newFsyncSampler(dir string) (*fsyncSampler, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	st, err := archive.Open(filepath.Join(dir, "archive"), archive.Options{})
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	body := message(10 << 10)
-	var fs, cs []time.Duration
-	for i := 0; i < n; i++ {
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("f%d", i)))
-		if err != nil {
-			return 0, 0, err
-		}
-		f.Write(body)
-		t0 := time.Now()
-		err = f.Sync()
-		fs = append(fs, time.Since(t0))
-		f.Close()
-		if err != nil {
-			return 0, 0, err
-		}
-		t0 = time.Now()
-		w, err := st.Create()
-		if err != nil {
-			return 0, 0, err
-		}
-		w.Write(body)
-		if err := w.Sync(); err != nil {
-			return 0, 0, err
-		}
-		if err := w.Commit(&archive.Envelope{Source: archive.SourceProxy, Outcome: archive.OutcomeAccepted}); err != nil {
-			return 0, 0, err
-		}
-		cs = append(cs, time.Since(t0))
+	return &fsyncSampler{dir: dir, st: st, body: message(10 << 10)}, nil
+}
+
+func (s *fsyncSampler) sample() error {
+	s.n++
+	name := filepath.Join(s.dir, fmt.Sprintf("f%d", s.n))
+	f, err := os.Create(name)
+	if err != nil {
+		return err
 	}
-	return medianDur(fs), medianDur(cs), nil
+	f.Write(s.body)
+	t0 := time.Now()
+	err = f.Sync()
+	s.fs = append(s.fs, time.Since(t0))
+	f.Close()
+	os.Remove(name)
+	if err != nil {
+		return err
+	}
+	t0 = time.Now()
+	w, err := s.st.Create()
+	if err != nil {
+		return err
+	}
+	w.Write(s.body)
+	if err := w.Sync(); err != nil {
+		return err
+	}
+	if err := w.Commit(&archive.Envelope{Source: archive.SourceProxy, Outcome: archive.OutcomeAccepted}); err != nil {
+		return err
+	}
+	s.cs = append(s.cs, time.Since(t0))
+	return nil
 }
 
 // diskBandwidth writes n new 1 MiB files, each fsynced, and returns MB/s.
