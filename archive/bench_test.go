@@ -42,3 +42,27 @@ func BenchmarkCommit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCommitSerial is one writer's latency per durable 10 KiB item (one
+// proxy session): Create, Write, Sync, Commit.
+func BenchmarkCommitSerial(b *testing.B) {
+	msg := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 160)
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(msg)))
+	for i := 0; i < b.N; i++ {
+		w, err := s.Create()
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.Write(msg)
+		if err := w.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Commit(&Envelope{Source: SourceProxy}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
