@@ -52,6 +52,30 @@ func runCommand(argv []string, msg *os.File, id string, p IO) int {
 	}
 }
 
+// execCommand replaces the process with COMMAND, its standard input the
+// archived message from its first byte. It returns only if that fails.
+func execCommand(argv []string, msg *os.File, id string, p IO) int {
+	fail := func(err error) int {
+		fmt.Fprintf(p.Stderr, "archiver: archived as %s, but cannot start %s: %v; exit 75, Postfix will retry\n",
+			id, quote(argv), err)
+		return ExitTempFail
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return fail(err)
+	}
+	env := p.Environ
+	if env == nil {
+		env = []string{}
+	}
+	// Dup2 leaves the new descriptor without close-on-exec, so COMMAND
+	// inherits it as fd 0; msg itself closes on exec.
+	if err := syscall.Dup2(int(msg.Fd()), 0); err != nil {
+		return fail(fmt.Errorf("stdin: %w", err))
+	}
+	return fail(syscall.Exec(path, argv, env))
+}
+
 // exitStatus maps COMMAND's end to the archiver's exit status.
 func exitStatus(err error, argv []string, id string, p IO) int {
 	if err == nil {

@@ -15,5 +15,7 @@ func main() {
 		Stdout:  os.Stdout,
 		Stderr:  os.Stderr,
 		Environ: os.Environ(),
+
+		ExecInPlace: true,
 	}))
 }
