@@ -45,7 +45,7 @@ type bench struct {
 func main() {
 	var b bench
 	only := flag.String("only", "", "comma-separated sections to run (default: all): proxy,memory,latency,milter,wrapper,filer")
-	doc := flag.String("doc", "docs/bench.md", "Markdown file whose bench section gets the table (empty: don't write)")
+	doc := flag.String("doc", "docs/bench.md,README.md", "comma-separated Markdown files whose bench section (between the bench markers) gets the table (empty: don't write)")
 	flag.Float64Var(&b.scale, "scale", 1, "multiply every message/item count by this (e.g. 0.25 for a quick run)")
 	flag.IntVar(&b.rounds, "rounds", 3, "rounds of each comparison; the table reports medians")
 	flag.StringVar(&b.bin, "bin", "bin", "directory holding the built commands")
@@ -89,9 +89,12 @@ func main() {
 	}
 	table := b.table(time.Since(start), strings.Join(os.Args[1:], " "))
 	fmt.Print(table)
-	if *doc != "" {
-		if err := writeDoc(*doc, table); err != nil {
-			log.Printf("writing %s: %v", *doc, err)
+	for _, path := range strings.Split(*doc, ",") {
+		if path == "" {
+			continue
+		}
+		if err := writeDoc(path, table); err != nil {
+			log.Printf("writing %s: %v", path, err)
 		}
 	}
 }
