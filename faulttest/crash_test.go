@@ -1,7 +1,6 @@
 package faulttest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,33 +10,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
+
 	"github.com/postfix-archive/mailarchive/internal/postfixtest"
 	"github.com/postfix-archive/mailarchive/internal/smtpsink"
 )
-
-// stripTopReceived removes the first header field (the Received: that the
-// reinjection smtpd prepends) with its continuation lines.
-func stripTopReceived(t *testing.T, msg []byte) []byte {
-	t.Helper()
-	if !bytes.HasPrefix(msg, []byte("Received: ")) {
-		t.Fatalf("delivered message does not start with Received:\n%.300s", msg)
-	}
-	i := bytes.Index(msg, []byte("\r\n")) + 2
-	for i < len(msg) && (msg[i] == ' ' || msg[i] == '\t') {
-		i += bytes.Index(msg[i:], []byte("\r\n")) + 2
-	}
-	return msg[i:]
-}
 
 func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 
 // proxyProc is the real proxy_archiver binary.
 type proxyProc struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *archivetest.SyncBuffer
 }
 
-func startProxyProc(t *testing.T, bin, listen, server, dir string, logs *syncBuffer) *proxyProc {
+func startProxyProc(t *testing.T, bin, listen, server, dir string, logs *archivetest.SyncBuffer) *proxyProc {
 	t.Helper()
 	cmd := exec.Command(bin, "-l", listen, "-s", server, "-d", dir, "--max-conns", "200", "--timeout", "30s")
 	cmd.Stderr = logs
@@ -91,7 +78,7 @@ func TestCrashProxyArchiverInPostfixChain(t *testing.T) {
 	pf := postfixtest.Start(t, postfixtest.Options{MainCF: mainCF, MasterCF: masterCF, RelayTo: sink.Addr()})
 
 	archDir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &archivetest.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("proxy_archiver log:\n%s", logs.String())
@@ -147,18 +134,18 @@ func TestCrashProxyArchiverInPostfixChain(t *testing.T) {
 	if len(delivered) < total {
 		t.Fatalf("sink got %d messages, sent %d\nmaillog:\n%s", len(delivered), total, pf.Log())
 	}
-	items := readItems(t, archDir)
+	items := archivetest.ReadItems(t, archDir)
 	byBody := map[string]int{}
 	recovered := 0
 	for _, it := range items {
-		byBody[string(it.eml)]++
-		if it.env.Recovered {
+		byBody[string(it.EML)]++
+		if it.Env.Recovered {
 			recovered++
 		}
 	}
 	seen := map[string]int{}
 	for _, d := range delivered {
-		b := string(stripTopReceived(t, d.Data))
+		b := string(archivetest.StripTopReceived(t, d.Data))
 		seen[b]++
 		if byBody[b] == 0 {
 			t.Errorf("delivered message %d (%.80q) has no archived item", d.Seq, b)

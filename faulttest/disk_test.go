@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
+
 	"github.com/postfix-archive/mailarchive/archive"
 )
 
@@ -35,10 +37,10 @@ func TestArchiveDiskFull(t *testing.T) {
 	// moved holds the bytes of items taken off the tmpfs to free space.
 	var moved []string
 	freeSpace := func() {
-		for _, it := range readItems(t, root) {
-			moved = append(moved, string(it.eml))
-			os.Remove(filepath.Join(root, it.env.ID+".eml"))
-			os.Remove(filepath.Join(root, it.env.ID+".json"))
+		for _, it := range archivetest.ReadItems(t, root) {
+			moved = append(moved, string(it.EML))
+			os.Remove(filepath.Join(root, it.Env.ID+".eml"))
+			os.Remove(filepath.Join(root, it.Env.ID+".json"))
 		}
 	}
 	send := func(i int) (int, string) {
@@ -91,8 +93,8 @@ func TestArchiveDiskFull(t *testing.T) {
 	if rep := st.Recover(); len(rep.Recovered) > 0 {
 		t.Logf("recovered %d items whose commit failed on the full disk", len(rep.Recovered))
 	}
-	for _, it := range readItems(t, root) {
-		moved = append(moved, string(it.eml))
+	for _, it := range archivetest.ReadItems(t, root) {
+		moved = append(moved, string(it.EML))
 	}
 	have := map[string]bool{}
 	for _, m := range moved {

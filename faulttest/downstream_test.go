@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
+
 	"github.com/postfix-archive/mailarchive/proxy"
 )
 
@@ -34,11 +36,11 @@ func TestDownstreamDiesMidData(t *testing.T) {
 	// close is noticed, the proxy sent the end of data and got no reply: it
 	// cannot know the server dropped it, so it keeps the copy as "unknown"
 	// (over-archiving, never losing). Never "accepted".
-	for _, it := range readItems(t, p.dir) {
-		if it.env.Outcome != "unknown" {
-			t.Fatalf("item %s outcome %q for a message the server never took", it.env.ID, it.env.Outcome)
+	for _, it := range archivetest.ReadItems(t, p.dir) {
+		if it.Env.Outcome != "unknown" {
+			t.Fatalf("item %s outcome %q for a message the server never took", it.Env.ID, it.Env.Outcome)
 		}
-		t.Logf("item %s kept with outcome unknown", it.env.ID)
+		t.Logf("item %s kept with outcome unknown", it.Env.ID)
 	}
 }
 
@@ -64,7 +66,7 @@ func TestDownstreamRefusesConnections(t *testing.T) {
 			t.Errorf("connection still open after 421 (got %d)", code)
 		}
 	}
-	if items := readItems(t, p.dir); len(items) != 0 {
+	if items := archivetest.ReadItems(t, p.dir); len(items) != 0 {
 		t.Fatalf("%d items", len(items))
 	}
 }
@@ -83,7 +85,7 @@ func TestDownstreamSlow(t *testing.T) {
 			t.Fatalf("message %d: %d", i, code)
 		}
 	}
-	items := readItems(t, p.dir)
+	items := archivetest.ReadItems(t, p.dir)
 	msgs := rec.messages()
 	if len(items) != 2 || len(msgs) != 2 {
 		t.Fatalf("%d items, server took %d", len(items), len(msgs))

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
+
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/smtpwire"
 	"github.com/postfix-archive/mailarchive/proxy"
@@ -35,6 +37,9 @@ type recorder struct {
 	msgs [][]byte
 	wg   sync.WaitGroup
 }
+
+// item is an archive item.
+type item = archivetest.Item
 
 func newRecorder(t *testing.T, mod func(*recorder)) *recorder {
 	t.Helper()
@@ -176,24 +181,7 @@ type inProxy struct {
 	srv  *proxy.Server
 	addr string
 	dir  string
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *archivetest.SyncBuffer
 }
 
 func startInProxy(t *testing.T, server, dir string, mod func(*proxy.Config)) *inProxy {
@@ -205,7 +193,7 @@ func startInProxy(t *testing.T, server, dir string, mod func(*proxy.Config)) *in
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &inProxy{dir: dir, logs: &syncBuffer{}}
+	p := &inProxy{dir: dir, logs: &archivetest.SyncBuffer{}}
 	cfg := proxy.Config{Server: server, Store: store, Timeout: 5 * time.Second, DialTimeout: 2 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(p.logs, nil))}
 	if mod != nil {
@@ -231,30 +219,6 @@ func startInProxy(t *testing.T, server, dir string, mod func(*proxy.Config)) *in
 		}
 	})
 	return p
-}
-
-type item struct {
-	env *archive.Envelope
-	eml []byte
-}
-
-// readItems returns the complete items in an archive root.
-func readItems(t *testing.T, dir string) []item {
-	t.Helper()
-	js, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	var out []item
-	for _, j := range js {
-		env, err := archive.ReadEnvelope(j)
-		if err != nil {
-			t.Fatal(err)
-		}
-		eml, err := os.ReadFile(strings.TrimSuffix(j, ".json") + ".eml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, item{env, eml})
-	}
-	return out
 }
 
 // tmpLeftovers lists the non-empty files left under ROOT/tmp. An empty

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
 )
 
 // hostileCorpus is malformed SMTP a client might send. None names STARTTLS
@@ -94,8 +96,8 @@ func TestHostileInput(t *testing.T) {
 						len(got), len(in), firstDiff(got, []byte(in)))
 				}
 				var archived, taken []string
-				for _, it := range readItems(t, p.dir) {
-					archived = append(archived, string(it.eml))
+				for _, it := range archivetest.ReadItems(t, p.dir) {
+					archived = append(archived, string(it.EML))
 				}
 				for _, m := range rec.messages() {
 					taken = append(taken, string(m))

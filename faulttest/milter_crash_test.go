@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
+
 	"github.com/postfix-archive/mailarchive/internal/postfixtest"
 	"github.com/postfix-archive/mailarchive/internal/smtpsink"
 	"github.com/postfix-archive/mailarchive/internal/smtpwire"
@@ -96,7 +98,7 @@ func TestCrashMilterArchiver(t *testing.T) {
 	}
 	pf := postfixtest.Start(t, postfixtest.Options{MainCF: snippet, RelayTo: sink.Addr()})
 	archDir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &archivetest.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("milter_archiver log:\n%s", logs.String())
@@ -176,16 +178,16 @@ func TestCrashMilterArchiver(t *testing.T) {
 	}
 	byBody := map[string]int{}
 	recovered := 0
-	items := readItems(t, archDir)
+	items := archivetest.ReadItems(t, archDir)
 	for _, it := range items {
-		byBody[string(it.eml)]++
-		if it.env.Recovered {
+		byBody[string(it.EML)]++
+		if it.Env.Recovered {
 			recovered++
 		}
 	}
 	seen := map[string]int{}
 	for _, d := range delivered {
-		b := string(stripTopReceived(t, d.Data))
+		b := string(archivetest.StripTopReceived(t, d.Data))
 		seen[b]++
 		if byBody[b] == 0 {
 			t.Errorf("delivered message %d (%.120q) has no archived item", d.Seq, b)

@@ -25,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
+
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/postfixtest"
 	"github.com/postfix-archive/mailarchive/internal/smtpsink"
@@ -62,32 +64,15 @@ type archiverProc struct {
 	cmd    *exec.Cmd
 	listen string
 	dir    string
-	log    *syncBuffer
+	log    *archivetest.SyncBuffer
 	exited chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // startArchiver runs milter_archiver listening on listen (inet:HOST:PORT or
 // unix:PATH) and waits until it accepts connections.
 func startArchiver(t *testing.T, listen, dir string, args ...string) *archiverProc {
 	t.Helper()
-	p := &archiverProc{listen: listen, dir: dir, log: &syncBuffer{}, exited: make(chan struct{})}
+	p := &archiverProc{listen: listen, dir: dir, log: &archivetest.SyncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(archiverBinary(t), append([]string{"-l", listen, "-d", dir, "--debug"}, args...)...)
 	p.cmd.Stderr = p.log
 	p.cmd.Stdout = p.log

@@ -1,21 +1,20 @@
 package proxy_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/postfixtest"
@@ -92,19 +91,6 @@ func (p *runningProxy) stop() {
 	<-p.done
 }
 
-// stripTopReceived removes the first header field (the Received: that the
-// reinjection smtpd prepends) with its continuation lines.
-func stripTopReceived(t *testing.T, msg []byte) []byte {
-	if !bytes.HasPrefix(msg, []byte("Received: ")) {
-		t.Fatalf("delivered message does not start with Received:\n%.300s", msg)
-	}
-	i := bytes.Index(msg, []byte("\r\n")) + 2
-	for i < len(msg) && (msg[i] == ' ' || msg[i] == '\t') {
-		i += bytes.Index(msg[i:], []byte("\r\n")) + 2
-	}
-	return msg[i:]
-}
-
 var receivedID = regexp.MustCompile(`with E?SMTP id ([0-9A-Za-z]+)`)
 
 func TestPostfixContentFilterEndToEnd(t *testing.T) {
@@ -139,7 +125,7 @@ func TestPostfixContentFilterEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plog := &syncBuffer{}
+	plog := &archivetest.SyncBuffer{}
 	px := startProxy(t, proxyAddr, reinjectAddr, store, plog)
 	defer func() { px.stop() }()
 	tcpRelay(t, filterAddr, proxyAddr)
@@ -188,7 +174,7 @@ s.quit()`
 	if err != nil {
 		t.Fatalf("sink got %d of %d messages: %v\nmaillog:\n%s", len(delivered), sent, err, pf.Log())
 	}
-	items := readItems(t, archDir)
+	items := archivetest.ReadItems(t, archDir)
 	checkDeliveredArchived(t, delivered, items, pf.Log())
 
 	// With the proxy down, Postfix defers; once it is back and the queue
@@ -214,7 +200,7 @@ s.quit()`
 	if err := pf.WaitQueueEmpty(ctx); err != nil {
 		t.Fatal(err)
 	}
-	checkDeliveredArchived(t, delivered, readItems(t, archDir), pf.Log())
+	checkDeliveredArchived(t, delivered, archivetest.ReadItems(t, archDir), pf.Log())
 }
 
 func waitFor(ctx context.Context, cond func() bool) error {
@@ -228,23 +214,6 @@ func waitFor(ctx context.Context, cond func() bool) error {
 	return nil
 }
 
-func readItems(t *testing.T, dir string) []item {
-	js, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	var out []item
-	for _, j := range js {
-		env, err := archive.ReadEnvelope(j)
-		if err != nil {
-			t.Fatal(err)
-		}
-		eml, err := os.ReadFile(strings.TrimSuffix(j, ".json") + ".eml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, item{env, eml})
-	}
-	return out
-}
-
 // checkDeliveredArchived: every delivered message has exactly one accepted
 // item whose bytes are what the reinjection smtpd received (the delivered
 // message minus the Received: header it added) and whose envelope is right.
@@ -252,22 +221,22 @@ func checkDeliveredArchived(t *testing.T, delivered []smtpsink.Message, items []
 	t.Helper()
 	byBody := map[string][]item{}
 	for _, it := range items {
-		if it.env.Outcome != "accepted" {
-			t.Errorf("item %s outcome %q", it.env.ID, it.env.Outcome)
+		if it.Env.Outcome != "accepted" {
+			t.Errorf("item %s outcome %q", it.Env.ID, it.Env.Outcome)
 		}
-		byBody[string(it.eml)] = append(byBody[string(it.eml)], it)
+		byBody[string(it.EML)] = append(byBody[string(it.EML)], it)
 	}
 	if len(items) != len(delivered) {
 		t.Errorf("%d items for %d delivered messages", len(items), len(delivered))
 	}
 	for _, d := range delivered {
-		body := stripTopReceived(t, d.Data)
+		body := archivetest.StripTopReceived(t, d.Data)
 		its := byBody[string(body)]
 		if len(its) != 1 {
 			t.Errorf("delivered message %d (%.60q) has %d archived items", d.Seq, body, len(its))
 			continue
 		}
-		e := its[0].env
+		e := its[0].Env
 		// The queue ID the proxy recorded is the reinjection smtpd's: it
 		// names it in the Received: header it prepended.
 		m := receivedID.FindSubmatch(d.Data)
@@ -293,7 +262,7 @@ func checkDeliveredArchived(t *testing.T, delivered []smtpsink.Message, items []
 		// clients here all connect from 127.0.0.1, and IDENT is the first
 		// smtpd's queue ID, named in the archived message's Received:.
 		if e.Client == nil || e.Client.Addr != "127.0.0.1" || e.Client.Ident == "" ||
-			!strings.Contains(string(its[0].eml), "id "+e.Client.Ident) {
+			!strings.Contains(string(its[0].EML), "id "+e.Client.Ident) {
 			t.Errorf("item %s client %+v", e.ID, e.Client)
 		}
 		if e.Helo == "" || e.Peer == nil {

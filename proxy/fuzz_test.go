@@ -73,7 +73,7 @@ func FuzzRelay(f *testing.F) {
 		}
 		var archived, taken []string
 		for _, it := range fx.items() {
-			archived = append(archived, string(it.eml))
+			archived = append(archived, string(it.EML))
 		}
 		for _, m := range fx.srv.msgs() {
 			taken = append(taken, string(m))

@@ -83,9 +83,9 @@ func TestLargeMessageBoundedMemory(t *testing.T) {
 	if len(items) != 1 {
 		t.Fatalf("%d items", len(items))
 	}
-	fi, err := os.Stat(filepath.Join(f.dir, items[0].env.ID+".eml"))
-	if err != nil || fi.Size() != int64(sent) || items[0].env.Message.SHA256 != hex.EncodeToString(h.Sum(nil)) {
-		t.Fatalf("archived %v bytes (want %d), sha %s", fi.Size(), sent, items[0].env.Message.SHA256)
+	fi, err := os.Stat(filepath.Join(f.dir, items[0].Env.ID+".eml"))
+	if err != nil || fi.Size() != int64(sent) || items[0].Env.Message.SHA256 != hex.EncodeToString(h.Sum(nil)) {
+		t.Fatalf("archived %v bytes (want %d), sha %s", fi.Size(), sent, items[0].Env.Message.SHA256)
 	}
 	t.Logf("relayed %d MB; peak live heap %.1f MiB", sent>>20, float64(peak)/(1<<20))
 	if peak > 16<<20 {

@@ -10,44 +10,31 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/smtpwire"
 	"github.com/postfix-archive/mailarchive/proxy"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	t     *testing.T
 	srv   *scriptServer
 	addr  string
 	dir   string
-	logs  *syncBuffer
+	logs  *archivetest.SyncBuffer
 	proxy *proxy.Server
 }
 
+// item is an archive item.
+type item = archivetest.Item
+
 func setup(t *testing.T, mod func(*proxy.Config, *scriptServer)) *fixture {
 	t.Helper()
-	f := &fixture{t: t, srv: newScriptServer(t), dir: t.TempDir(), logs: &syncBuffer{}}
+	f := &fixture{t: t, srv: newScriptServer(t), dir: t.TempDir(), logs: &archivetest.SyncBuffer{}}
 	store, err := archive.Open(f.dir, archive.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -142,28 +129,11 @@ func (c *client) beginData() {
 	}
 }
 
-type item struct {
-	env *archive.Envelope
-	eml []byte
-}
-
 // items returns the archive's complete items, and fails if tmp/ holds
 // anything.
 func (f *fixture) items() []item {
 	f.t.Helper()
-	js, _ := filepath.Glob(filepath.Join(f.dir, "*.json"))
-	var out []item
-	for _, j := range js {
-		env, err := archive.ReadEnvelope(j)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		eml, err := os.ReadFile(strings.TrimSuffix(j, ".json") + ".eml")
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		out = append(out, item{env, eml})
-	}
+	out := archivetest.ReadItems(f.t, f.dir)
 	if left, _ := os.ReadDir(filepath.Join(f.dir, "tmp")); len(left) > 0 {
 		f.t.Errorf("tmp/ not empty: %v", left)
 	}
@@ -213,10 +183,10 @@ func TestPipelinedTransaction(t *testing.T) {
 		t.Fatalf("%d items, want 1", len(items))
 	}
 	it := items[0]
-	if string(it.eml) != wantBody || !bytes.Equal(it.eml, f.srv.msgs()[0]) {
-		t.Fatalf("archived %q, want %q", it.eml, wantBody)
+	if string(it.EML) != wantBody || !bytes.Equal(it.EML, f.srv.msgs()[0]) {
+		t.Fatalf("archived %q, want %q", it.EML, wantBody)
 	}
-	e := it.env
+	e := it.Env
 	want := &archive.Envelope{
 		Version: 1, ID: e.ID, Source: "proxy", ArchivedAt: e.ArchivedAt, Host: e.Host,
 		Peer:     e.Peer,
@@ -274,7 +244,7 @@ func TestSeveralTransactions(t *testing.T) {
 	}
 	byBody := map[string]*archive.Envelope{}
 	for _, it := range items {
-		byBody[string(it.eml)] = it.env
+		byBody[string(it.EML)] = it.Env
 	}
 	one, two := byBody["one\r\n"], byBody["two\n"]
 	if one == nil || two == nil {
@@ -320,7 +290,7 @@ func TestRejectedMessage(t *testing.T) {
 		if !keep && len(items) != 0 {
 			t.Fatalf("rejected message archived without --keep-rejected")
 		}
-		if keep && (len(items) != 1 || items[0].env.Outcome != "rejected" || items[0].env.Reply != "554 5.7.1 Rejected by policy") {
+		if keep && (len(items) != 1 || items[0].Env.Outcome != "rejected" || items[0].Env.Reply != "554 5.7.1 Rejected by policy") {
 			t.Fatalf("keep-rejected: items %+v", items)
 		}
 	}
@@ -359,7 +329,7 @@ func TestServerDropsAfterEnd(t *testing.T) {
 	c.expect(421)
 	// The server may have queued it: keep the bytes, claim no outcome.
 	items := f.items()
-	if len(items) != 1 || items[0].env.Outcome != "unknown" || string(items[0].eml) != "body\r\n" {
+	if len(items) != 1 || items[0].Env.Outcome != "unknown" || string(items[0].EML) != "body\r\n" {
 		t.Fatalf("items %+v", items)
 	}
 }
@@ -438,8 +408,8 @@ func TestHostileBytes(t *testing.T) {
 	c.expect(250)
 	want := strings.Replace(body, "\r\n..\r\n", "\r\n.\r\n", 1)
 	items := f.items()
-	if len(items) != 1 || string(items[0].eml) != want || string(f.srv.msgs()[0]) != want {
-		t.Fatalf("archived %d bytes, server %d, want %d", len(items[0].eml), len(f.srv.msgs()[0]), len(want))
+	if len(items) != 1 || string(items[0].EML) != want || string(f.srv.msgs()[0]) != want {
+		t.Fatalf("archived %d bytes, server %d, want %d", len(items[0].EML), len(f.srv.msgs()[0]), len(want))
 	}
 	if !strings.HasSuffix(f.srv.received(), body+".\r\n") {
 		t.Fatalf("server did not receive the bytes as sent")
@@ -492,7 +462,7 @@ func TestAuthNotRecorded(t *testing.T) {
 	c.send("x\r\n.\r\n")
 	c.expect(250)
 	items := f.items()
-	js, _ := os.ReadFile(filepath.Join(f.dir, items[0].env.ID+".json"))
+	js, _ := os.ReadFile(filepath.Join(f.dir, items[0].Env.ID+".json"))
 	for _, secret := range []string{"c2VjcmV0LXBhc3N3b3Jk", "LOGIN"} {
 		if strings.Contains(string(js), secret) || strings.Contains(f.logs.String(), secret) {
 			t.Fatalf("credential %q recorded", secret)
@@ -549,7 +519,7 @@ func TestShutdownFinishesTransaction(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	items := f.items()
-	if len(items) != 1 || string(items[0].eml) != "part one\r\npart two\r\n" {
+	if len(items) != 1 || string(items[0].EML) != "part one\r\npart two\r\n" {
 		t.Fatalf("items %+v", items)
 	}
 }
