@@ -134,35 +134,7 @@ func TestCrashProxyArchiverInPostfixChain(t *testing.T) {
 	if len(delivered) < total {
 		t.Fatalf("sink got %d messages, sent %d\nmaillog:\n%s", len(delivered), total, pf.Log())
 	}
-	items := archivetest.ReadItems(t, archDir)
-	byBody := map[string]int{}
-	recovered := 0
-	for _, it := range items {
-		byBody[string(it.EML)]++
-		if it.Env.Recovered {
-			recovered++
-		}
-	}
-	seen := map[string]int{}
-	for _, d := range delivered {
-		b := string(archivetest.StripTopReceived(t, d.Data))
-		seen[b]++
-		if byBody[b] == 0 {
-			t.Errorf("delivered message %d (%.80q) has no archived item", d.Seq, b)
-		}
-	}
-	dupDelivered, unmatched := 0, 0
-	for _, n := range seen {
-		dupDelivered += n - 1
-	}
-	for b := range byBody {
-		if seen[b] == 0 {
-			unmatched++
-		}
-	}
-	if left := tmpLeftovers(t, archDir); len(left) > 0 {
-		t.Errorf("tmp/ still holds %v", left)
-	}
+	r := checkEveryDeliveryArchived(t, delivered, archDir)
 	t.Logf("%d messages sent, %d deliveries (%d duplicate deliveries), %d items (%d recovered, %d never delivered), %v",
-		total, len(delivered), dupDelivered, len(items), recovered, unmatched, time.Since(t0).Round(time.Millisecond))
+		total, len(delivered), r.dupDeliveries, r.items, r.recovered, r.neverDelivered, time.Since(t0).Round(time.Millisecond))
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/postfix-archive/mailarchive/internal/archivetest"
+	"github.com/postfix-archive/mailarchive/internal/smtpsink"
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/smtpwire"
@@ -353,4 +354,50 @@ func body(i int, size int) string {
 		b.WriteString("the quick brown fox jumps over the lazy dog 0123456789\r\n")
 	}
 	return b.String()
+}
+
+// crashCounts is what checkEveryDeliveryArchived counted.
+type crashCounts struct {
+	items, recovered int
+	dupDeliveries    int // deliveries of a message delivered before
+	neverDelivered   int // distinct archived messages the sink never got
+	extra            int // items beyond the deliveries of the same bytes
+}
+
+// checkEveryDeliveryArchived is the crash tests' verdict: every message the
+// sink received (minus Postfix's top Received:) has an archived item with
+// the same bytes, and tmp/ holds no message bytes. Duplicates and recovered
+// items are allowed, and counted.
+func checkEveryDeliveryArchived(t *testing.T, delivered []smtpsink.Message, archDir string) crashCounts {
+	t.Helper()
+	items := archivetest.ReadItems(t, archDir)
+	c := crashCounts{items: len(items)}
+	byBody := map[string]int{}
+	for _, it := range items {
+		byBody[string(it.EML)]++
+		if it.Env.Recovered {
+			c.recovered++
+		}
+	}
+	seen := map[string]int{}
+	for _, d := range delivered {
+		b := string(archivetest.StripTopReceived(t, d.Data))
+		seen[b]++
+		if byBody[b] == 0 {
+			t.Errorf("delivered message %d (%.120q) has no archived item", d.Seq, b)
+		}
+	}
+	for _, n := range seen {
+		c.dupDeliveries += n - 1
+	}
+	for b, n := range byBody {
+		if seen[b] == 0 {
+			c.neverDelivered++
+		}
+		c.extra += n - seen[b]
+	}
+	if left := tmpLeftovers(t, archDir); len(left) > 0 {
+		t.Errorf("tmp/ still holds %v", left)
+	}
+	return c
 }

@@ -176,33 +176,7 @@ func TestCrashMilterArchiver(t *testing.T) {
 	if len(delivered) < total {
 		t.Fatalf("sink got %d of %d messages", len(delivered), total)
 	}
-	byBody := map[string]int{}
-	recovered := 0
-	items := archivetest.ReadItems(t, archDir)
-	for _, it := range items {
-		byBody[string(it.EML)]++
-		if it.Env.Recovered {
-			recovered++
-		}
-	}
-	seen := map[string]int{}
-	for _, d := range delivered {
-		b := string(archivetest.StripTopReceived(t, d.Data))
-		seen[b]++
-		if byBody[b] == 0 {
-			t.Errorf("delivered message %d (%.120q) has no archived item", d.Seq, b)
-		}
-	}
-	dup, extra := 0, 0
-	for _, n := range seen {
-		dup += n - 1
-	}
-	for b, n := range byBody {
-		extra += n - seen[b]
-	}
-	if left := tmpLeftovers(t, archDir); len(left) > 0 {
-		t.Errorf("tmp/ still holds %v", left)
-	}
+	r := checkEveryDeliveryArchived(t, delivered, archDir)
 	t.Logf("%d accepted (%d before the restart), %d tempfailed attempts retried; %d deliveries (%d duplicates), %d items (%d recovered, %d more than deliveries), %v",
-		total, before, refusals, len(delivered), dup, len(items), recovered, extra, time.Since(t0).Round(time.Millisecond))
+		total, before, refusals, len(delivered), r.dupDeliveries, r.items, r.recovered, r.extra, time.Since(t0).Round(time.Millisecond))
 }
