@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -107,11 +106,11 @@ func run(opt Options, ops fsOps) (Report, error) {
 			f.recover()
 		}
 	}
-	ents, err := os.ReadDir(opt.Root)
+	items, err := f.scan()
 	if err != nil {
-		return f.rep, fmt.Errorf("filer: %w", err)
+		return f.rep, err
 	}
-	for _, it := range f.scan(ents) {
+	for _, it := range items {
 		f.file(it)
 		if len(f.pending) >= flushEvery {
 			f.flush()
@@ -177,69 +176,31 @@ type item struct {
 	eml, json bool
 }
 
-// scan sorts the root's names into items and reports the rest.
-func (f *filer) scan(ents []os.DirEntry) []*item {
-	byID := map[string]*item{}
-	for _, e := range ents {
-		name := e.Name()
-		if e.IsDir() {
-			if name == "tmp" || isDatedDir(name) {
-				continue
-			}
-			f.rep.Foreign++
-			f.verbose("foreign %s/: left alone", name)
-			continue
-		}
-		if name == LockName {
-			continue
-		}
-		id, ext := strings.TrimSuffix(name, filepath.Ext(name)), filepath.Ext(name)
-		pid, err := archive.ParseID(id)
-		if err != nil || (ext != ".eml" && ext != ".json") || !e.Type().IsRegular() {
-			f.rep.Foreign++
-			f.verbose("foreign %s: left alone", name)
-			continue
-		}
-		it := byID[id]
-		if it == nil {
-			it = &item{id: id, stamp: pid.Stamp}
-			byID[id] = it
-		}
-		if ext == ".eml" {
-			it.eml = true
-		} else {
-			it.json = true
-		}
+// scan lists the root's items (through the archive's read API, which knows
+// the names) and reports the rest.
+func (f *filer) scan() ([]*item, error) {
+	r, err := archive.OpenReader(f.opt.Root, archive.ReaderOptions{Filed: f.opt.Dest})
+	if err != nil {
+		return nil, fmt.Errorf("filer: %w", err)
 	}
-	items := make([]*item, 0, len(byID))
-	for _, it := range byID {
-		items = append(items, it)
+	l, err := r.ListRoot(LockName)
+	if err != nil {
+		return nil, fmt.Errorf("filer: %w", err)
 	}
-	sort.Slice(items, func(i, j int) bool { return items[i].id < items[j].id })
-	return items
-}
-
-// isDatedDir reports whether a root entry is a year of the dated tree.
-func isDatedDir(name string) bool {
-	if len(name) != 4 {
-		return false
+	for _, name := range l.Foreign {
+		f.rep.Foreign++
+		f.verbose("foreign %s: left alone", name)
 	}
-	for i := range 4 {
-		if name[i] < '0' || name[i] > '9' {
-			return false
-		}
+	items := make([]*item, 0, len(l.Entries))
+	for _, e := range l.Entries {
+		items = append(items, &item{id: e.ID, stamp: e.Stamp, eml: e.EML, json: e.JSON})
 	}
-	return true
+	return items, nil
 }
 
 // destDir is the dated directory of a stamp.
 func (f *filer) destDir(stamp time.Time) string {
-	if f.opt.LocalTime {
-		stamp = stamp.Local()
-	} else {
-		stamp = stamp.UTC()
-	}
-	return filepath.Join(f.opt.Dest, stamp.Format("2006"), stamp.Format("01"), stamp.Format("02"))
+	return filepath.Join(f.opt.Dest, archive.DatedDir(stamp, f.opt.LocalTime))
 }
 
 // DatedDir is the directory, relative to the destination root, that an ID
@@ -249,8 +210,7 @@ func DatedDir(id string, local bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	f := filer{opt: Options{LocalTime: local}}
-	return f.destDir(pid.Stamp), nil
+	return archive.DatedDir(pid.Stamp, local), nil
 }
 
 // ensureDir creates a dated directory once per run, and marks for fsync the

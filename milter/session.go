@@ -49,7 +49,7 @@ type transaction struct {
 	mailFrom *archive.MailFrom
 	rcpts    []archive.Rcpt
 	macros   map[string]string
-	w        *archive.Writer
+	w        archive.Writer
 	bw       *bufio.Writer
 	err      error // the first archiving error; later writes are skipped
 	eoh      bool  // the empty line after the header is written

@@ -67,9 +67,9 @@ type pending struct {
 
 // message is one DATA phase on its way to the archive.
 type message struct {
-	w       *archive.Writer // nil when it could not be created
-	bw      *bufio.Writer   // buffers writes to w during DATA; pooled
-	archErr error           // why it is not being archived
+	w       archive.Writer // nil when it could not be created
+	bw      *bufio.Writer  // buffers writes to w during DATA; pooled
+	archErr error          // why it is not being archived
 	start   time.Time
 	syncDur time.Duration // time spent making the .eml durable
 }

@@ -42,7 +42,7 @@ func ParsePolicy(s string) (Policy, error) {
 
 // Store is what the proxy needs of the archive: a place to stream messages.
 type Store interface {
-	Create(tags ...string) (*archive.Writer, error)
+	Create(tags ...string) (archive.Writer, error)
 }
 
 var _ Store = (*archive.Store)(nil)

@@ -112,7 +112,7 @@ func run(args []string) int {
 	if *metricsListen != "" {
 		met = metrics.New("milter")
 		// Healthy while a message could be archived now.
-		hs, err := met.Serve(*metricsListen, metrics.ArchiveWritable(*dir))
+		hs, err := met.Serve(*metricsListen, store.Probe)
 		if err != nil {
 			log.Error("cannot serve metrics", "err", err)
 			return 1

@@ -100,7 +100,7 @@ func run(args []string) int {
 		// Healthy while a message could be archived now and the
 		// reinjection smtpd greets (it logs a clean connect/QUIT per check).
 		hs, err := met.Serve(*metricsListen, metrics.All(
-			metrics.ArchiveWritable(*dir),
+			store.Probe,
 			metrics.SMTPReady(*server, 5*time.Second)))
 		if err != nil {
 			log.Error("cannot serve metrics", "err", err)
