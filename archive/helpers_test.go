@@ -15,21 +15,33 @@ import (
 	"testing"
 )
 
-// newTestStore opens a store in a fresh directory, with a fixed host name
-// and a logger that says nothing.
+// newTestStore opens a store in a fresh directory, with a fixed host name,
+// a logger that says nothing, and small journal segments.
 func newTestStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(t.TempDir(), Options{
-		Host:   "archive.test",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	return newTestStoreOpt(t, Options{})
+}
+
+// testSegment is the journal segment size of the tests' stores.
+const testSegment = 1 << 20
+
+// newTestStoreOpt is newTestStore with other options.
+func newTestStoreOpt(t *testing.T, opt Options) *Store {
+	t.Helper()
+	opt.Host = "archive.test"
+	opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if opt.JournalSegmentSize == 0 {
+		opt.JournalSegmentSize = testSegment
+	}
+	s, err := Open(t.TempDir(), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-// names lists a directory, sorted.
+// names lists a directory, sorted; in a tmp/, the journal's directory is
+// left out.
 func names(t *testing.T, dir string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
@@ -38,6 +50,9 @@ func names(t *testing.T, dir string) []string {
 	}
 	var ns []string
 	for _, e := range ents {
+		if e.Name() == journalDirName && filepath.Base(dir) == "tmp" {
+			continue
+		}
 		ns = append(ns, e.Name())
 	}
 	slices.Sort(ns)
@@ -130,6 +145,9 @@ type faultFS struct {
 	syncDirErr  map[string]error
 	afterCreate func(name string) // runs after a successful create
 
+	// The journal's syscalls (set before the store writes).
+	journalWriteErr, datasyncErr error
+
 	mu      sync.Mutex
 	created []string
 	files   map[string]*faultFile
@@ -148,6 +166,21 @@ func newFaultFS(s *Store) *faultFS {
 		files:      map[string]*faultFile{},
 	}
 	s.fs = fsys{create: ff.create, rename: ff.rename, remove: osFS.remove, syncDir: ff.syncDir}
+	if j := s.journal; j != nil {
+		realWrite, realSync := j.pwritev, j.datasync
+		j.pwritev = func(f *os.File, bufs [][]byte, off int64) error {
+			if err := ff.journalWriteErr; err != nil {
+				return err
+			}
+			return realWrite(f, bufs, off)
+		}
+		j.datasync = func(f *os.File) error {
+			if err := ff.datasyncErr; err != nil {
+				return err
+			}
+			return realSync(f)
+		}
+	}
 	return ff
 }
 

@@ -38,14 +38,44 @@ type RecoverReport struct {
 // Recover is safe to run at any time, concurrently with writers.
 func (s *Store) Recover() RecoverReport {
 	var rep RecoverReport
+	// Records of an earlier boot first: they put items back under tmp/.
+	_, errs := s.replayJournal()
+	rep.Errors = append(rep.Errors, errs...)
+	s.sweep(&rep)
+	// Then the records that processes which have exited left: their items
+	// are in files now (this sweep made the last of them), so one syncfs
+	// makes them durable and the records can go.
+	rep.Errors = append(rep.Errors, s.checkpointFree()...)
+	for _, id := range rep.Recovered {
+		s.log.Warn("recovered an item left by a crashed writer", "id", id)
+	}
+	for _, err := range rep.Errors {
+		s.log.Error("recovery failed", "err", err)
+	}
+	// A sweep that found nothing is worth a line only when debugging.
+	lvl := slog.LevelDebug
+	if len(rep.Recovered) > 0 || len(rep.Removed) > 0 || len(rep.Foreign) > 0 || len(rep.Errors) > 0 {
+		lvl = slog.LevelInfo
+	}
+	s.log.Log(context.Background(), lvl, "recovery sweep",
+		"recovered", len(rep.Recovered), "removed", len(rep.Removed),
+		"busy", rep.Busy, "foreign", len(rep.Foreign), "errors", len(rep.Errors))
+	return rep
+}
+
+// sweep makes items of what writers left under tmp/.
+func (s *Store) sweep(rep *RecoverReport) {
 	ents, err := os.ReadDir(s.tmp)
 	if err != nil {
 		rep.Errors = append(rep.Errors, fmt.Errorf("archive: recover: %w", err))
-		return rep
+		return
 	}
 	stems := map[string]bool{}
 	for _, e := range ents {
 		name := e.Name()
+		if name == journalDirName && e.IsDir() {
+			continue
+		}
 		if strings.HasPrefix(name, probePrefix) && e.Type().IsRegular() {
 			// A probe is removed by its writer at once; one that is
 			// still here after a while was left by a crash.
@@ -67,23 +97,8 @@ func (s *Store) Recover() RecoverReport {
 		stems[stem] = true
 	}
 	for id := range stems {
-		s.recoverOne(id, &rep)
+		s.recoverOne(id, rep)
 	}
-	for _, id := range rep.Recovered {
-		s.log.Warn("recovered an item left by a crashed writer", "id", id)
-	}
-	for _, err := range rep.Errors {
-		s.log.Error("recovery failed", "err", err)
-	}
-	// A sweep that found nothing is worth a line only when debugging.
-	lvl := slog.LevelDebug
-	if len(rep.Recovered) > 0 || len(rep.Removed) > 0 || len(rep.Foreign) > 0 || len(rep.Errors) > 0 {
-		lvl = slog.LevelInfo
-	}
-	s.log.Log(context.Background(), lvl, "recovery sweep",
-		"recovered", len(rep.Recovered), "removed", len(rep.Removed),
-		"busy", rep.Busy, "foreign", len(rep.Foreign), "errors", len(rep.Errors))
-	return rep
 }
 
 // RecoverEvery runs Recover every interval until ctx is done. Long-running

@@ -1,0 +1,731 @@
+package archive
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The write-ahead journal (docs/archive-format.md, "The journal").
+//
+// A message is durable once its bytes and envelope are in a journal record
+// covered by a completed fdatasync. The record goes into a preallocated,
+// zero-filled segment file, so the fdatasync is a pure overwrite of
+// allocated blocks: no metadata, no filesystem journal commit, and one
+// fdatasync serves every writer of the process that appended before it
+// started (group commit). The item's files (tmp/ID.eml, ID.json, the
+// renames) are then written without any fsync of their own; a checkpoint
+// makes them durable later with one syncfs(2) and only then lets the
+// segment's records be overwritten. After a power loss, the records not yet
+// checkpointed are replayed into items (replay.go).
+//
+// Segments live in tmp/journal/ as RANDOM.wal. A process holds an
+// exclusive flock on every segment it appends to, so each segment has one
+// appender at a time; the wrapper's short-lived processes take turns on the
+// same free segment, each appending after the last one's records.
+
+const (
+	journalDirName = "journal"
+	segExt         = ".wal"
+
+	// DefaultSegmentSize is the size of a journal segment.
+	DefaultSegmentSize = 64 << 20
+
+	// segHeaderSize is the two header slots (one sector each) at the start
+	// of a segment; records follow.
+	segHeaderSize = 1024
+	slotSize      = 512
+	recAlign      = 512 // records start on a sector: a torn header is never half old
+	recHeaderSize = 64
+
+	// checkpointAge is how long a daemon's records wait at most before a
+	// checkpoint makes their items durable on their own and frees them.
+	checkpointAge = 2 * time.Second
+	// staleSegment: a free segment whose records are older than this is
+	// checkpointed by the next process that takes it.
+	staleSegment = 10 * time.Minute
+)
+
+var (
+	segMagic = [8]byte{'M', 'A', 'J', 'R', 'N', 'L', '0', '1'}
+	crcTable = crc32.MakeTable(crc32.Castagnoli)
+)
+
+const recMagic uint32 = 0x3152414d // "MAR1"
+
+// Record kinds.
+const (
+	recItem  = 1 // message bytes (from an offset) and optionally an envelope
+	recAbort = 2 // the item was abandoned: replay must not make it
+)
+
+// Envelope kinds in an item record.
+const (
+	envNone        = 0
+	envProvisional = 1
+	envFinal       = 2
+)
+
+// segHeader is one header slot. The slot with the higher valid seq wins; a
+// torn slot write leaves the other one.
+type segHeader struct {
+	seq  uint64
+	gen  uint64   // records of another generation are stale
+	boot [16]byte // boot of the last writer: another boot means replay
+	hint int64    // records up to here are known durable
+	age  int64    // unix nanos of the first record of this generation, 0 if none
+}
+
+func (h *segHeader) marshal() []byte {
+	b := make([]byte, slotSize)
+	copy(b, segMagic[:])
+	binary.LittleEndian.PutUint64(b[8:], h.seq)
+	binary.LittleEndian.PutUint64(b[16:], h.gen)
+	copy(b[24:40], h.boot[:])
+	binary.LittleEndian.PutUint64(b[40:], uint64(h.hint))
+	binary.LittleEndian.PutUint64(b[48:], uint64(h.age))
+	binary.LittleEndian.PutUint32(b[56:], crc32.Checksum(b[:56], crcTable))
+	return b
+}
+
+func unmarshalSegHeader(b []byte) (segHeader, bool) {
+	var h segHeader
+	if len(b) < 60 || !bytes.Equal(b[:8], segMagic[:]) || crc32.Checksum(b[:56], crcTable) != binary.LittleEndian.Uint32(b[56:]) {
+		return h, false
+	}
+	h.seq = binary.LittleEndian.Uint64(b[8:])
+	h.gen = binary.LittleEndian.Uint64(b[16:])
+	copy(h.boot[:], b[24:40])
+	h.hint = int64(binary.LittleEndian.Uint64(b[40:]))
+	h.age = int64(binary.LittleEndian.Uint64(b[48:]))
+	return h, true
+}
+
+// record is one journal record.
+type record struct {
+	kind    uint8
+	envKind uint8
+	seq     uint64 // orders one writer's records across segments
+	gen     uint64 // of the segment it went into
+	id      string
+	env     []byte // envelope JSON
+	dataOff int64  // offset of data in the message
+	data    []byte
+}
+
+func (r *record) size() int64 {
+	return alignUp(recHeaderSize + int64(len(r.id)+len(r.env)+len(r.data)))
+}
+
+func alignUp(n int64) int64 { return (n + recAlign - 1) &^ (recAlign - 1) }
+
+// header encodes the record's header for generation gen.
+func (r *record) header(gen uint64) []byte {
+	h := make([]byte, recHeaderSize)
+	binary.LittleEndian.PutUint32(h[0:], recMagic)
+	h[4], h[5] = r.kind, r.envKind
+	binary.LittleEndian.PutUint64(h[8:], gen)
+	binary.LittleEndian.PutUint64(h[16:], r.seq)
+	binary.LittleEndian.PutUint32(h[24:], uint32(len(r.id)))
+	binary.LittleEndian.PutUint32(h[28:], uint32(len(r.env)))
+	binary.LittleEndian.PutUint64(h[32:], uint64(r.dataOff))
+	binary.LittleEndian.PutUint64(h[40:], uint64(len(r.data)))
+	c := crc32.Update(0, crcTable, []byte(r.id))
+	c = crc32.Update(c, crcTable, r.env)
+	c = crc32.Update(c, crcTable, r.data)
+	binary.LittleEndian.PutUint32(h[48:], c)
+	binary.LittleEndian.PutUint32(h[52:], crc32.Checksum(h[:52], crcTable))
+	return h
+}
+
+// recHead is a decoded record header.
+type recHead struct {
+	kind, envKind    uint8
+	seq              uint64
+	idLen, envLen    int64
+	dataOff, dataLen int64
+	payloadCRC       uint32
+}
+
+func parseRecHead(h []byte, gen uint64) (recHead, bool) {
+	var r recHead
+	if binary.LittleEndian.Uint32(h[0:]) != recMagic ||
+		crc32.Checksum(h[:52], crcTable) != binary.LittleEndian.Uint32(h[52:]) ||
+		binary.LittleEndian.Uint64(h[8:]) != gen {
+		return r, false
+	}
+	r.kind, r.envKind = h[4], h[5]
+	r.seq = binary.LittleEndian.Uint64(h[16:])
+	r.idLen = int64(binary.LittleEndian.Uint32(h[24:]))
+	r.envLen = int64(binary.LittleEndian.Uint32(h[28:]))
+	r.dataOff = int64(binary.LittleEndian.Uint64(h[32:]))
+	r.dataLen = int64(binary.LittleEndian.Uint64(h[40:]))
+	r.payloadCRC = binary.LittleEndian.Uint32(h[48:])
+	if r.idLen > maxIDLen || r.envLen > 1<<30 || r.dataLen > 1<<40 || r.dataOff < 0 {
+		return r, false
+	}
+	return r, true
+}
+
+func (r recHead) size() int64 { return alignUp(recHeaderSize + r.idLen + r.envLen + r.dataLen) }
+
+// segment is one journal segment file this process holds locked.
+type segment struct {
+	name string
+	f    *os.File
+	size int64
+	hdr  segHeader
+	off  int64 // next append offset
+	gs   *groupSync
+
+	// guarded by journal.mu
+	inflight int  // writers between their append and the end of their file work
+	records  int  // records appended in this generation
+	bad      bool // an fdatasync failed: never append again
+}
+
+// journal is a Store's write-ahead journal: the segments this process
+// appends to and their checkpointing.
+type journal struct {
+	s       *Store
+	dir     string
+	segSize int64
+	boot    [16]byte
+	age     time.Duration // a daemon's checkpoint age
+
+	// Test hooks: the syscalls whose failures the tests inject.
+	datasync func(f *os.File) error
+	syncfs   func(f *os.File) error
+	pwritev  func(f *os.File, bufs [][]byte, off int64) error
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	active   *segment
+	spare    []*segment // reset and held, ready to become active
+	retired  []*segment // waiting for a checkpoint
+	lastSeq  uint64
+	ckptOn   bool // the checkpointer goroutine runs
+	ckptBusy bool
+	wake     chan struct{}
+}
+
+func newJournal(s *Store, segSize int64) *journal {
+	if segSize <= 0 {
+		segSize = DefaultSegmentSize
+	}
+	segSize = alignUp(segSize)
+	j := &journal{
+		s:        s,
+		dir:      filepath.Join(s.tmp, journalDirName),
+		segSize:  segSize,
+		boot:     bootID(),
+		age:      checkpointAge,
+		datasync: func(f *os.File) error { return unix.Fdatasync(int(f.Fd())) },
+		syncfs:   func(f *os.File) error { return unix.Syncfs(int(f.Fd())) },
+		pwritev:  pwritevAll,
+	}
+	j.cond = sync.NewCond(&j.mu)
+	j.wake = make(chan struct{}, 1)
+	return j
+}
+
+// maxItem is the largest message the journal takes; bigger ones are made
+// durable by fsyncing their own files (the fsyncs then cost little beside
+// the bytes).
+func (j *journal) maxItem() int64 { return (j.segSize - segHeaderSize) / 4 }
+
+func pwritevAll(f *os.File, bufs [][]byte, off int64) error {
+	for len(bufs) > 0 {
+		n, err := unix.Pwritev(int(f.Fd()), bufs, off)
+		if err != nil {
+			if err == syscall.EINTR {
+				continue
+			}
+			return err
+		}
+		off += int64(n)
+		for n > 0 && len(bufs) > 0 {
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			} else {
+				bufs[0] = bufs[0][n:]
+				n = 0
+			}
+		}
+		for len(bufs) > 0 && len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
+	}
+	return nil
+}
+
+// bootID identifies this boot of the kernel: the page cache a segment's
+// writer relied on survives only as long as it.
+func bootID() [16]byte {
+	var id [16]byte
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return id // unknown: every segment looks foreign, so is replayed (safe)
+	}
+	h, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(string(b)), "-", ""))
+	if err == nil {
+		copy(id[:], h)
+	}
+	return id
+}
+
+// errJournalFull says a record does not fit in any segment.
+var errJournalFull = errors.New("archive: record larger than a journal segment")
+
+// appendRec writes the record build makes for the active segment and
+// returns the segment with the writer counted in flight: the caller then
+// waits for durability (sync), does its file work, and calls release. A
+// checkpoint never frees a segment while a writer is in flight on it, so
+// what a record promises is in files before the record may be
+// overwritten. build may be called again for another segment.
+func (j *journal) appendRec(build func(seg *segment) *record) (*segment, *record, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for {
+		seg := j.active
+		if seg == nil || seg.bad {
+			if seg != nil {
+				j.retireLocked(seg)
+			}
+			var err error
+			if seg, err = j.takeSegmentLocked(); err != nil {
+				return nil, nil, err
+			}
+			j.active = seg
+		}
+		rec := build(seg)
+		need := rec.size()
+		if need > j.segSize-segHeaderSize {
+			return nil, nil, errJournalFull
+		}
+		if seg.off+need > seg.size {
+			j.retireLocked(seg)
+			continue
+		}
+		j.lastSeq = max(j.lastSeq+1, uint64(time.Now().UnixNano()))
+		rec.seq, rec.gen = j.lastSeq, seg.hdr.gen
+		// Serialized under mu: every record lies wholly before the next,
+		// so an fdatasync that covers a record covers all earlier ones
+		// and a replay can stop at the first invalid record.
+		hdr := rec.header(seg.hdr.gen)
+		bufs := [][]byte{hdr, []byte(rec.id), rec.env, rec.data}
+		if pad := need - recHeaderSize - int64(len(rec.id)+len(rec.env)+len(rec.data)); pad > 0 {
+			bufs = append(bufs, zeros[:pad])
+		}
+		if err := j.pwritev(seg.f, bufs, seg.off); err != nil {
+			seg.bad = true
+			j.s.log.Error("archive: journal write failed; segment retired", "segment", seg.name, "err", err)
+			return nil, nil, fmt.Errorf("archive: write journal: %w", err)
+		}
+		killPoint("journal-written")
+		if seg.records == 0 {
+			seg.hdr.age = time.Now().UnixNano()
+		}
+		seg.off += need
+		seg.records++
+		seg.inflight++
+		j.startCheckpointerLocked()
+		return seg, rec, nil
+	}
+}
+
+var zeros = make([]byte, recAlign)
+
+// sync returns once an fdatasync of seg that started after the caller's
+// append has completed. One fdatasync serves every writer waiting.
+func (j *journal) sync(seg *segment) error {
+	err := seg.gs.sync(func() error {
+		j.mu.Lock()
+		end := seg.off
+		j.mu.Unlock()
+		if err := j.datasync(seg.f); err != nil {
+			return err
+		}
+		killPoint("journal-synced")
+		// Records up to end are durable: say so in the header, without a
+		// sync of its own (the next fdatasync carries it; a hint that is
+		// lost only makes the next taker scan further).
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		if end > seg.hdr.hint && !seg.bad {
+			seg.hdr.hint = end
+			j.writeHeaderLocked(seg)
+		}
+		return nil
+	})
+	if err != nil {
+		j.mu.Lock()
+		if !seg.bad {
+			seg.bad = true
+			j.s.log.Error("archive: journal fdatasync failed; segment retired", "segment", seg.name, "err", err)
+		}
+		j.mu.Unlock()
+		return fmt.Errorf("archive: fdatasync journal: %w", err)
+	}
+	return nil
+}
+
+// release ends a writer's flight on seg.
+func (j *journal) release(seg *segment) {
+	j.mu.Lock()
+	seg.inflight--
+	j.cond.Broadcast()
+	j.mu.Unlock()
+}
+
+// note appends a record that needs no durability of its own (an abort): it
+// becomes durable with the next fdatasync, or never, which only means
+// replay rebuilds an item nobody wanted.
+func (j *journal) note(rec *record) {
+	seg, _, err := j.appendRec(func(*segment) *record { return rec })
+	if err == nil {
+		j.release(seg)
+	}
+}
+
+// writeHeaderLocked writes seg's header into the slot after its current
+// one.
+func (j *journal) writeHeaderLocked(seg *segment) error {
+	seg.hdr.seq++
+	seg.hdr.boot = j.boot
+	_, err := seg.f.WriteAt(seg.hdr.marshal(), int64(seg.hdr.seq%2)*slotSize)
+	return err
+}
+
+// takeSegmentLocked returns a segment to append to: a spare, a free one
+// in tmp/journal/ (locked and with its end found), or a new one.
+func (j *journal) takeSegmentLocked() (*segment, error) {
+	if n := len(j.spare); n > 0 {
+		seg := j.spare[n-1]
+		j.spare = j.spare[:n-1]
+		return seg, nil
+	}
+	if err := os.MkdirAll(j.dir, 0o750); err != nil {
+		return nil, fmt.Errorf("archive: journal: %w", err)
+	}
+	ents, _ := os.ReadDir(j.dir)
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), segExt) || !e.Type().IsRegular() || j.heldLocked(e.Name()) {
+			continue
+		}
+		seg, err := j.lockSegment(e.Name())
+		if err != nil || seg == nil {
+			continue
+		}
+		if seg.hdr.boot != j.boot {
+			// Written before a reboot: what its writers left in the page
+			// cache may be gone. Replay it before anyone appends.
+			unlockSegment(seg)
+			j.mu.Unlock()
+			j.s.replayJournal()
+			j.mu.Lock()
+			if seg, err = j.lockSegment(e.Name()); err != nil || seg == nil {
+				continue
+			}
+		}
+		if seg.records > 0 && (time.Since(time.Unix(0, seg.hdr.age)) > staleSegment || seg.off > seg.size*3/4) {
+			if err := j.checkpointSeg(seg); err != nil {
+				unlockSegment(seg)
+				continue
+			}
+		}
+		return seg, nil
+	}
+	return j.createSegment()
+}
+
+// heldLocked says whether this process already holds the named segment.
+func (j *journal) heldLocked(name string) bool {
+	for _, seg := range append(append([]*segment{j.active}, j.spare...), j.retired...) {
+		if seg != nil && seg.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// lockSegment opens and locks the named segment if no other process holds
+// it, and finds the end of its records. nil, nil: it is busy.
+func (j *journal) lockSegment(name string) (*segment, error) {
+	f, err := os.OpenFile(filepath.Join(j.dir, name), os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, nil
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Size() < segHeaderSize+recAlign {
+		f.Close()
+		return nil, fmt.Errorf("archive: journal segment %s is too short", name)
+	}
+	seg := &segment{name: name, f: f, size: fi.Size() &^ (recAlign - 1), gs: newGroupSync()}
+	hdr, ok := readSegHeader(f)
+	if !ok {
+		// Both slots torn or foreign: nothing in it can be trusted as
+		// ours. Start a generation no stale record can match.
+		hdr = segHeader{gen: randomGen()}
+		seg.hdr = hdr
+		seg.off = segHeaderSize
+		return seg, nil
+	}
+	seg.hdr = hdr
+	seg.off, seg.records = scanEnd(f, hdr, seg.size)
+	return seg, nil
+}
+
+func unlockSegment(seg *segment) { seg.f.Close() }
+
+func readSegHeader(f *os.File) (segHeader, bool) {
+	b := make([]byte, segHeaderSize)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return segHeader{}, false
+	}
+	a, aok := unmarshalSegHeader(b[:slotSize])
+	c, cok := unmarshalSegHeader(b[slotSize:])
+	switch {
+	case aok && cok:
+		if c.seq > a.seq {
+			return c, true
+		}
+		return a, true
+	case aok:
+		return a, true
+	case cok:
+		return c, true
+	}
+	return segHeader{}, false
+}
+
+func randomGen() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:]) | 1<<63
+}
+
+// scanEnd finds the end of a segment's valid records, starting at the
+// header's hint (records before it are durable) and checking each record's
+// header after it. It returns the offset and whether there are records.
+func scanEnd(f *os.File, hdr segHeader, size int64) (int64, int) {
+	off := hdr.hint
+	if off < segHeaderSize || off > size || off%recAlign != 0 {
+		off = segHeaderSize
+	}
+	n := 0
+	if off > segHeaderSize {
+		n = 1 // at least one record before the hint
+	}
+	h := make([]byte, recHeaderSize)
+	for off+recAlign <= size {
+		if _, err := f.ReadAt(h, off); err != nil {
+			break
+		}
+		rh, ok := parseRecHead(h, hdr.gen)
+		if !ok || off+rh.size() > size {
+			break
+		}
+		off += rh.size()
+		n++
+	}
+	return off, n
+}
+
+// createSegment makes a new zero-filled segment under a scratch name and
+// renames it in, locked, so no other process ever takes a half-made one.
+func (j *journal) createSegment() (*segment, error) {
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	name := hex.EncodeToString(rnd[:]) + segExt
+	scratch := filepath.Join(j.dir, ".new-"+name)
+	f, err := os.OpenFile(scratch, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("archive: create journal segment: %w", unwrapPath(err))
+	}
+	fail := func(op string, err error) (*segment, error) {
+		f.Close()
+		os.Remove(scratch)
+		return nil, fmt.Errorf("archive: %s journal segment %s: %w", op, name, unwrapPath(err))
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fail("lock", err)
+	}
+	// Written, not fallocated: blocks of an fallocated file are "unwritten"
+	// extents, and the first write to each would make every fdatasync a
+	// metadata commit.
+	chunk := make([]byte, 1<<20)
+	for off := int64(0); off < j.segSize; off += int64(len(chunk)) {
+		n := min(int64(len(chunk)), j.segSize-off)
+		if _, err := f.WriteAt(chunk[:n], off); err != nil {
+			return fail("preallocate", err)
+		}
+	}
+	seg := &segment{name: name, f: f, size: j.segSize, off: segHeaderSize, gs: newGroupSync(),
+		hdr: segHeader{gen: randomGen(), hint: segHeaderSize}}
+	seg.hdr.boot = j.boot
+	if _, err := f.WriteAt(seg.hdr.marshal(), 0); err != nil {
+		return fail("write", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail("fsync", err)
+	}
+	killPoint("segment-made")
+	if err := os.Rename(scratch, filepath.Join(j.dir, name)); err != nil {
+		return fail("rename", err)
+	}
+	if err := SyncDir(j.dir); err != nil {
+		return fail("fsync directory of", err)
+	}
+	return seg, nil
+}
+
+// retireLocked takes seg out of use; the checkpointer frees it.
+func (j *journal) retireLocked(seg *segment) {
+	if j.active == seg {
+		j.active = nil
+	}
+	j.retired = append(j.retired, seg)
+	j.startCheckpointerLocked()
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (j *journal) startCheckpointerLocked() {
+	if !j.ckptOn {
+		j.ckptOn = true
+		go j.checkpointer()
+	}
+}
+
+// checkpointer frees retired segments, and retires the active one once its
+// first record is older than j.age, so that records wait at most that long
+// for a checkpoint. It runs as long as the process.
+func (j *journal) checkpointer() {
+	tick := time.NewTicker(j.age / 2)
+	defer tick.Stop()
+	for {
+		j.mu.Lock()
+		if seg := j.active; seg != nil && seg.records > 0 && time.Since(time.Unix(0, seg.hdr.age)) >= j.age {
+			j.retireLocked(seg)
+		}
+		work := j.retired
+		j.retired = nil
+		j.ckptBusy = len(work) > 0
+		j.mu.Unlock()
+		for _, seg := range work {
+			j.mu.Lock()
+			for seg.inflight > 0 {
+				j.cond.Wait()
+			}
+			j.mu.Unlock()
+			err := j.checkpointSeg(seg)
+			j.mu.Lock()
+			if err != nil || seg.bad {
+				if err != nil {
+					j.s.log.Error("archive: journal checkpoint failed; segment kept for replay", "segment", seg.name, "err", err)
+				}
+				unlockSegment(seg) // its records stay for a later replay
+			} else if len(j.spare) < 2 {
+				j.spare = append(j.spare, seg)
+			} else {
+				unlockSegment(seg)
+			}
+			j.mu.Unlock()
+		}
+		j.mu.Lock()
+		j.ckptBusy = false
+		j.cond.Broadcast()
+		j.mu.Unlock()
+		select {
+		case <-tick.C:
+		case <-j.wake:
+		}
+	}
+}
+
+// checkpointSeg makes everything the segment's records promise durable in
+// the items' own files (one syncfs of the archive's filesystem), then
+// starts a new generation, which makes those records stale.
+func (j *journal) checkpointSeg(seg *segment) error {
+	if seg.bad {
+		return nil
+	}
+	if seg.records > 0 {
+		if err := j.syncfs(seg.f); err != nil {
+			return fmt.Errorf("archive: syncfs for journal %s: %w", seg.name, err)
+		}
+		killPoint("checkpoint-synced")
+	}
+	// No writer appends to seg now (it is retired, or not yet handed out),
+	// so its header is ours without j.mu.
+	seg.hdr.gen++
+	seg.hdr.hint = segHeaderSize
+	seg.hdr.age = 0
+	if err := j.writeHeaderLocked(seg); err != nil {
+		return fmt.Errorf("archive: write journal %s: %w", seg.name, err)
+	}
+	if err := j.datasync(seg.f); err != nil {
+		seg.bad = true
+		return fmt.Errorf("archive: fdatasync journal %s: %w", seg.name, err)
+	}
+	seg.off = segHeaderSize
+	seg.records = 0
+	return nil
+}
+
+// Checkpoint retires this process's records and waits until they are
+// checkpointed: afterwards every committed item is durable in its own files
+// and the journal holds nothing of this process's. Tests and clean
+// shutdowns use it.
+func (s *Store) Checkpoint() error {
+	j := s.journal
+	if j == nil {
+		return nil
+	}
+	j.mu.Lock()
+	if j.active != nil && j.active.records > 0 {
+		j.retireLocked(j.active)
+	}
+	if len(j.retired) == 0 && !j.ckptBusy {
+		j.mu.Unlock()
+		return nil
+	}
+	for len(j.retired) > 0 || j.ckptBusy {
+		j.cond.Wait()
+	}
+	j.mu.Unlock()
+	return nil
+}
+
+// killPoint marks a step where the crash tests kill a helper process.
+var killPoint = func(string) {}
+
+// readFull is io.ReadFull at an offset.
+func readFull(f *os.File, b []byte, off int64) error {
+	_, err := f.ReadAt(b, off)
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}

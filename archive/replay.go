@@ -1,0 +1,423 @@
+package archive
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// Replay: after a reboot, a segment's records may be all that is left of
+// items whose own files were still in the page cache. Replay puts each such
+// item's bytes and envelope back under tmp/, durably, where the recovery
+// sweep makes an item of them; then the segments are checkpointed.
+
+// piece is a run of message bytes inside a segment file.
+type piece struct {
+	f   *os.File
+	off int64
+	n   int64
+}
+
+// itemState is what the records of one item say, folded in order.
+type itemState struct {
+	id      string
+	seq     uint64
+	data    []piece // the message from offset 0
+	size    int64
+	gap     bool // a record did not continue where the last one ended
+	env     []byte
+	aborted bool
+}
+
+type foundRec struct {
+	head recHead
+	seg  *os.File
+	off  int64 // of the record
+	id   string
+	env  []byte
+}
+
+// scanRecords reads every valid record of a segment's current generation,
+// checking each one's payload checksum, until the first invalid one.
+func scanRecords(f *os.File, hdr segHeader, size int64) ([]foundRec, error) {
+	var out []foundRec
+	h := make([]byte, recHeaderSize)
+	off := int64(segHeaderSize)
+	for off+recAlign <= size {
+		if err := readFull(f, h, off); err != nil {
+			return out, err
+		}
+		rh, ok := parseRecHead(h, hdr.gen)
+		if !ok || off+rh.size() > size {
+			break
+		}
+		meta := make([]byte, rh.idLen+rh.envLen)
+		if err := readFull(f, meta, off+recHeaderSize); err != nil {
+			return out, err
+		}
+		c := crc32.Update(0, crcTable, meta)
+		sr := io.NewSectionReader(f, off+recHeaderSize+int64(len(meta)), rh.dataLen)
+		crcw := crcWriter{c}
+		if _, err := io.Copy(&crcw, sr); err != nil {
+			return out, err
+		}
+		if crcw.c != rh.payloadCRC {
+			break // torn: never acknowledged, and nothing after it was
+		}
+		out = append(out, foundRec{head: rh, seg: f, off: off,
+			id: string(meta[:rh.idLen]), env: meta[rh.idLen:]})
+		off += rh.size()
+	}
+	return out, nil
+}
+
+type crcWriter struct{ c uint32 }
+
+func (w *crcWriter) Write(p []byte) (int, error) {
+	w.c = crc32.Update(w.c, crcTable, p)
+	return len(p), nil
+}
+
+// foldRecords turns records (of any segments) into one state per item.
+func foldRecords(recs []foundRec) []*itemState {
+	slices.SortFunc(recs, func(a, b foundRec) int {
+		switch {
+		case a.head.seq < b.head.seq:
+			return -1
+		case a.head.seq > b.head.seq:
+			return 1
+		}
+		return 0
+	})
+	byID := map[string]*itemState{}
+	var order []*itemState
+	for _, r := range recs {
+		st := byID[r.id]
+		if st == nil {
+			st = &itemState{id: r.id}
+			byID[r.id] = st
+			order = append(order, st)
+		}
+		st.seq = r.head.seq
+		switch r.head.kind {
+		case recAbort:
+			st.aborted = true
+		case recItem:
+			p := piece{f: r.seg, off: r.off + recHeaderSize + r.head.idLen + r.head.envLen, n: r.head.dataLen}
+			switch {
+			case r.head.dataOff == 0:
+				st.data, st.size, st.gap = nil, 0, false
+			case r.head.dataOff != st.size:
+				st.gap = true
+			}
+			if p.n > 0 {
+				st.data = append(st.data, p)
+				st.size += p.n
+			}
+			if r.head.envKind != envNone {
+				st.env = r.env
+			}
+			st.aborted = false
+		}
+	}
+	return order
+}
+
+// replaySeg is a segment held for replay.
+type replaySeg struct {
+	name string
+	f    *os.File
+	hdr  segHeader
+}
+
+// replayJournal replays the segments written before this boot that no live
+// process holds, then checkpoints them. It returns the IDs it put back
+// under tmp/ for the sweep.
+func (s *Store) replayJournal() ([]string, []error) {
+	j := s.journal
+	if j == nil {
+		return nil, nil
+	}
+	ents, err := os.ReadDir(j.dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, []error{fmt.Errorf("archive: replay journal: %w", err)}
+	}
+	var segs []replaySeg
+	defer func() {
+		for _, rs := range segs {
+			rs.f.Close()
+		}
+	}()
+	var errs []error
+	var recs []foundRec
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".new-") {
+			// A segment whose creation crashed: it never held a record.
+			if f, err := os.Open(filepath.Join(j.dir, name)); err == nil {
+				if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+					os.Remove(filepath.Join(j.dir, name))
+				}
+				f.Close()
+			}
+			continue
+		}
+		if !strings.HasSuffix(name, segExt) || !e.Type().IsRegular() {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(j.dir, name), os.O_RDWR, 0)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("archive: replay journal %s: %w", name, unwrapPath(err)))
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close() // a live process appends to it: it is of this boot
+			continue
+		}
+		hdr, ok := readSegHeader(f)
+		if !ok || hdr.boot == j.boot {
+			f.Close()
+			continue
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			errs = append(errs, fmt.Errorf("archive: replay journal %s: %w", name, err))
+			continue
+		}
+		r, err := scanRecords(f, hdr, fi.Size()&^(recAlign-1))
+		if err != nil {
+			// Keep the segment as it is: a later replay tries again.
+			f.Close()
+			errs = append(errs, fmt.Errorf("archive: replay journal %s: %w", name, err))
+			continue
+		}
+		recs = append(recs, r...)
+		segs = append(segs, replaySeg{name: name, f: f, hdr: hdr})
+	}
+	if len(segs) == 0 {
+		return nil, errs
+	}
+	var put []string
+	failed := false
+	for _, st := range foldRecords(recs) {
+		ok, err := s.restoreItem(st)
+		if err != nil {
+			errs = append(errs, err)
+			failed = true
+		} else if ok {
+			put = append(put, st.id)
+		}
+	}
+	if len(put) > 0 {
+		if err := s.fs.syncDir(s.tmp); err != nil {
+			errs = append(errs, fmt.Errorf("archive: replay journal: fsync tmp/: %w", unwrapPath(err)))
+			failed = true
+		}
+	}
+	if failed {
+		return put, errs // the segments stay as they are for the next replay
+	}
+	killPoint("replay-restored")
+	// What the records hold is now in files under tmp/ or in items; make
+	// sure of it before the records go.
+	if err := j.syncfs(segs[0].f); err != nil {
+		return put, append(errs, fmt.Errorf("archive: replay journal: syncfs: %w", err))
+	}
+	for _, rs := range segs {
+		seg := &segment{name: rs.name, f: rs.f, hdr: rs.hdr}
+		seg.hdr.boot = j.boot
+		if err := j.checkpointSeg(seg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.log.Warn("archive: replayed the journal of an earlier boot", "segments", len(segs), "restored", len(put))
+	return put, errs
+}
+
+// restoreItem makes sure an item of the journal exists whole: it returns
+// false if it does (or the records say it was abandoned), and otherwise
+// writes the journal's bytes and envelope to tmp/ID.eml and tmp/ID.json,
+// durably, and removes what is left of a damaged copy, so that the sweep
+// makes the item.
+func (s *Store) restoreItem(st *itemState) (bool, error) {
+	if st.aborted || st.gap || (st.size == 0 && st.env == nil) {
+		return false, nil
+	}
+	if _, err := ParseID(st.id); err != nil {
+		return false, nil // not ours: never a path
+	}
+	whole, damaged := s.itemWhole(st)
+	if whole {
+		return false, nil
+	}
+	tmpEML := filepath.Join(s.tmp, st.id+".eml")
+	if !prefixOf(st, tmpEML) {
+		if err := writePieces(tmpEML, st); err != nil {
+			return false, fmt.Errorf("archive: replay %s: %w", st.id, err)
+		}
+	}
+	if st.env != nil {
+		env := &Envelope{}
+		if json.Unmarshal(st.env, env) == nil && env.ID == st.id {
+			if err := s.replaceJSON(filepath.Join(s.tmp, st.id+".json"), env); err != nil {
+				return false, fmt.Errorf("archive: replay %s: %w", st.id, err)
+			}
+		}
+	}
+	// The journal's copy is durable under tmp/: what was visible of the
+	// item can go (the .json first, so no item is ever without message).
+	for _, p := range damaged {
+		if err := s.fs.remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("archive: replay %s: remove damaged copy: %w", st.id, unwrapPath(err))
+		}
+	}
+	return true, nil
+}
+
+// itemWhole says whether the item is complete where a reader finds it,
+// with at least the journal's bytes; if not, it lists the files of a
+// damaged copy (the .json first).
+func (s *Store) itemWhole(st *itemState) (bool, []string) {
+	var damaged []string
+	for _, p := range []string{s.Path(st.id, ".json"), s.Path(st.id, ".eml")} {
+		if present(p) {
+			damaged = append(damaged, p)
+		}
+	}
+	r := &Reader{root: s.root, filed: s.root}
+	it, err := r.Locate(st.id)
+	if err != nil {
+		return false, damaged
+	}
+	env, err := ReadEnvelope(it.JSONPath)
+	if err == nil && env.ID == st.id && env.Message.Size >= st.size {
+		if sum, n, err := hashFile(it.EMLPath); err == nil && n == env.Message.Size && sum == env.Message.SHA256 {
+			return true, nil
+		}
+	}
+	if it.Dir != "" {
+		damaged = append([]string{it.JSONPath}, append(damaged, it.EMLPath)...)
+	}
+	return false, damaged
+}
+
+func hashFile(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+// prefixOf says whether the file holds at least the item's journal bytes,
+// starting with them (a writer may have gone on after its last record).
+func prefixOf(st *itemState, path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.Size() < st.size {
+		return false
+	}
+	a, b := make([]byte, 64<<10), make([]byte, 64<<10)
+	var off int64
+	for _, p := range st.data {
+		for done := int64(0); done < p.n; {
+			n := min(int64(len(a)), p.n-done)
+			if readFull(p.f, a[:n], p.off+done) != nil || readFull(f, b[:n], off) != nil || !bytes.Equal(a[:n], b[:n]) {
+				return false
+			}
+			done += n
+			off += n
+		}
+	}
+	return true
+}
+
+// writePieces writes the item's journal bytes to path and fsyncs it.
+func writePieces(path string, st *itemState) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, FileMode)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(FileMode); err != nil {
+		f.Close()
+		return err
+	}
+	for _, p := range st.data {
+		if _, err := io.Copy(f, io.NewSectionReader(p.f, p.off, p.n)); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// checkpointFree checkpoints the segments of this boot that no process
+// holds and that still have records (left by processes that exited, such
+// as the wrapper's): one syncfs makes their items durable in their own
+// files, then their records go.
+func (s *Store) checkpointFree() []error {
+	j := s.journal
+	if j == nil {
+		return nil
+	}
+	ents, err := os.ReadDir(j.dir)
+	if err != nil {
+		return nil
+	}
+	var segs []*segment
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), segExt) || !e.Type().IsRegular() {
+			continue
+		}
+		j.mu.Lock()
+		held := j.heldLocked(e.Name())
+		j.mu.Unlock()
+		if held {
+			continue
+		}
+		seg, err := j.lockSegment(e.Name())
+		if err != nil || seg == nil {
+			continue
+		}
+		if seg.records == 0 || seg.hdr.boot != j.boot {
+			unlockSegment(seg) // empty, or for replay
+			continue
+		}
+		segs = append(segs, seg)
+	}
+	var errs []error
+	for i, seg := range segs {
+		if i > 0 {
+			seg.records = 0 // the first one's syncfs served them all
+		}
+		if err := j.checkpointSeg(seg); err != nil {
+			errs = append(errs, err)
+		}
+		unlockSegment(seg)
+	}
+	return errs
+}
