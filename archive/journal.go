@@ -220,6 +220,80 @@ type journal struct {
 	ckptOn   bool // the checkpointer goroutine runs
 	ckptBusy bool
 	wake     chan struct{}
+	// held are the prepared items waiting for their commit: a checkpoint
+	// copies their record forward rather than drop their envelope.
+	held map[string]*heldItem
+	// downUntil: a segment could not be made; writers make their own
+	// files durable until then.
+	downUntil time.Time
+}
+
+// heldItem is a prepared item's record, as a checkpoint copies it
+// forward. data is a prefix of the writer's buffer, which only grows.
+type heldItem struct {
+	env, data []byte
+	seg       *segment
+	gen       uint64
+}
+
+// errJournalUnavailable says no segment could be made (a full or tiny
+// filesystem): the writer falls back to fsyncing its own files.
+var errJournalUnavailable = errors.New("archive: journal unavailable")
+
+// retryDown is how long the journal stays unavailable after a failure to
+// make a segment.
+const retryDown = 10 * time.Second
+
+func (j *journal) unavailable() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return time.Now().Before(j.downUntil)
+}
+
+// hold registers a prepared item; unhold ends it (commit, abort, close).
+func (j *journal) hold(id string, env, data []byte, seg *segment, gen uint64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.held[id] = &heldItem{env: env, data: data, seg: seg, gen: gen}
+}
+
+func (j *journal) unhold(id string) {
+	j.mu.Lock()
+	delete(j.held, id)
+	j.mu.Unlock()
+}
+
+// carryForward copies the records of the items held in seg into the
+// active segment, durably, before seg's records are dropped.
+func (j *journal) carryForward(seg *segment) error {
+	j.mu.Lock()
+	var ids []string
+	var items []*heldItem
+	for id, h := range j.held {
+		if h.seg == seg && h.gen == seg.hdr.gen {
+			ids, items = append(ids, id), append(items, h)
+		}
+	}
+	j.mu.Unlock()
+	for i, h := range items {
+		nseg, rec, err := j.appendRec(func(*segment) *record {
+			return &record{kind: recItem, envKind: envProvisional, id: ids[i], env: h.env, data: h.data}
+		})
+		if err != nil {
+			return err
+		}
+		err = j.sync(nseg)
+		j.release(nseg)
+		if err != nil {
+			return err
+		}
+		j.mu.Lock()
+		if cur := j.held[ids[i]]; cur == h {
+			h.seg, h.gen = nseg, rec.gen
+		}
+		j.mu.Unlock()
+	}
+	return nil
 }
 
 func newJournal(s *Store, segSize int64) *journal {
@@ -239,6 +313,7 @@ func newJournal(s *Store, segSize int64) *journal {
 	}
 	j.cond = sync.NewCond(&j.mu)
 	j.wake = make(chan struct{}, 1)
+	j.held = map[string]*heldItem{}
 	return j
 }
 
@@ -308,7 +383,9 @@ func (j *journal) appendRec(build func(seg *segment) *record) (*segment, *record
 			}
 			var err error
 			if seg, err = j.takeSegmentLocked(); err != nil {
-				return nil, nil, err
+				j.downUntil = time.Now().Add(retryDown)
+				j.s.log.Error("archive: no journal segment; items fsync their own files for now", "err", err)
+				return nil, nil, fmt.Errorf("%w: %v", errJournalUnavailable, err)
 			}
 			j.active = seg
 		}
@@ -639,7 +716,10 @@ func (j *journal) checkpointer() {
 				j.cond.Wait()
 			}
 			j.mu.Unlock()
-			err := j.checkpointSeg(seg)
+			err := j.carryForward(seg)
+			if err == nil {
+				err = j.checkpointSeg(seg)
+			}
 			j.mu.Lock()
 			if err != nil || seg.bad {
 				if err != nil {

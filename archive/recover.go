@@ -216,6 +216,11 @@ func (s *Store) recoveredEnvelope(id string, msg *os.File, tmpJSON string) (*Env
 		}
 	}
 	if env.ID == "" {
+		if je := s.journalEnv(id); je != nil {
+			env = je // the envelope of Prepare, kept in the journal
+		}
+	}
+	if env.ID == "" {
 		env.Outcome = OutcomeUnknown
 		env.ArchivedAt = s.now().UTC()
 		if pid, err := ParseID(id); err == nil && len(pid.Tags) > 0 {

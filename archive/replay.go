@@ -36,6 +36,7 @@ type itemState struct {
 	size    int64
 	gap     bool // a record did not continue where the last one ended
 	env     []byte
+	final   bool
 	aborted bool
 }
 
@@ -109,6 +110,11 @@ func foldRecords(recs []foundRec) []*itemState {
 			order = append(order, st)
 		}
 		st.seq = r.head.seq
+		if (st.final || st.aborted) && r.head.envKind != envFinal {
+			// A copy a checkpoint carried forward while the writer
+			// committed or gave up: the writer's word stands.
+			continue
+		}
 		switch r.head.kind {
 		case recAbort:
 			st.aborted = true
@@ -127,6 +133,7 @@ func foldRecords(recs []foundRec) []*itemState {
 			if r.head.envKind != envNone {
 				st.env = r.env
 			}
+			st.final = r.head.envKind == envFinal
 			st.aborted = false
 		}
 	}
@@ -420,4 +427,68 @@ func (s *Store) checkpointFree() []error {
 		unlockSegment(seg)
 	}
 	return errs
+}
+
+// journalEnv finds the latest envelope the journal holds for id (a
+// prepared item whose writer died before it committed): the sweep gives
+// the item that envelope rather than a minimal one. Segments are read, not
+// locked; a record being written is skipped, as a torn one.
+func (s *Store) journalEnv(id string) *Envelope {
+	j := s.journal
+	if j == nil {
+		return nil
+	}
+	ents, err := os.ReadDir(j.dir)
+	if err != nil {
+		return nil
+	}
+	var best []byte
+	var bestSeq uint64
+	final := false
+	h := make([]byte, recHeaderSize)
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), segExt) || !e.Type().IsRegular() {
+			continue
+		}
+		f, err := os.Open(filepath.Join(j.dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		hdr, ok := readSegHeader(f)
+		fi, serr := f.Stat()
+		for off := int64(segHeaderSize); ok && serr == nil && off+recAlign <= fi.Size(); {
+			if readFull(f, h, off) != nil {
+				break
+			}
+			rh, valid := parseRecHead(h, hdr.gen)
+			if !valid {
+				break
+			}
+			if rh.idLen == int64(len(id)) && rh.envKind != envNone && rh.seq > bestSeq && (!final || rh.envKind == envFinal) {
+				meta := make([]byte, rh.idLen+rh.envLen)
+				if readFull(f, meta, off+recHeaderSize) == nil && string(meta[:rh.idLen]) == id {
+					best, bestSeq, final = meta[rh.idLen:], rh.seq, final || rh.envKind == envFinal
+				}
+			}
+			off += rh.size()
+		}
+		f.Close()
+	}
+	if best == nil {
+		return nil
+	}
+	env := &Envelope{}
+	if json.Unmarshal(best, env) != nil || env.ID != id {
+		return nil
+	}
+	return env
+}
+
+// onTmpfs says whether dir is on a tmpfs.
+func onTmpfs(dir string) bool {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return false // not there yet: Open creates it; assume a disk
+	}
+	return st.Type == 0x01021994 // TMPFS_MAGIC
 }

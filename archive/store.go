@@ -53,7 +53,11 @@ func createExcl(name string) (file, error) {
 		return nil, err
 	}
 	// A restrictive umask must not make the item unreadable to the archive
-	// group, and a permissive one must not widen it.
+	// group, and a permissive one must not widen it. The fstat spares the
+	// usual case a metadata change (a filesystem journal handle).
+	if fi, err := f.Stat(); err == nil && fi.Mode() == FileMode {
+		return f, nil
+	}
 	if err := f.Chmod(FileMode); err != nil {
 		f.Close()
 		os.Remove(name)
@@ -128,9 +132,6 @@ func Open(dir string, opt Options) (*Store, error) {
 	if s.host == "" {
 		s.host, _ = os.Hostname()
 	}
-	if !opt.NoJournal {
-		s.journal = newJournal(s, opt.JournalSegmentSize)
-	}
 	for _, d := range []string{s.root, s.tmp} {
 		if _, err := os.Stat(d); err == nil {
 			continue // an existing directory keeps the modes its installer chose
@@ -142,6 +143,11 @@ func Open(dir string, opt Options) (*Store, error) {
 		if err := os.Chmod(d, 0o750); err != nil {
 			return nil, fmt.Errorf("archive: %w", err)
 		}
+	}
+	if !opt.NoJournal && !onTmpfs(dir) {
+		// On a tmpfs an fsync costs nothing and nothing survives a
+		// reboot: the journal would only add work.
+		s.journal = newJournal(s, opt.JournalSegmentSize)
 	}
 	// Records of an earlier boot may hold the only copy of items whose
 	// files were still in the page cache: put them back before anything
@@ -201,7 +207,8 @@ type fileWriter struct {
 	jseg      *segment
 	jgen      uint64
 	jOff      int64
-	journaled bool // a record of this item exists: Abort says so
+	journaled   bool   // a record of this item exists: Abort says so
+	provisional []byte // the envelope of Prepare, held only in the journal
 }
 
 // Create starts a new item. The tags become part of its ID (the wrapper's).
@@ -296,11 +303,16 @@ func (w *fileWriter) Sync() error {
 		return nil
 	}
 	if !w.classic {
-		if err := w.journalPut(envNone, nil, nil); err != nil {
+		err := w.journalPut(envNone, nil, nil)
+		if err == nil {
+			w.synced = true
+			return nil
+		}
+		if !w.classic {
 			return err
 		}
-		w.synced = true
-		return nil
+		// The journal is unavailable: this item makes its own files
+		// durable.
 	}
 	if err := w.f.Sync(); err != nil {
 		w.err = fmt.Errorf("archive: fsync %s: %w", w.rel(w.tmpEML), unwrapPath(err))
@@ -337,17 +349,19 @@ func (w *fileWriter) Prepare(env *Envelope) error {
 		if err != nil {
 			return err
 		}
-		// The file is for a sweep after this process dies; after a power
-		// loss the record is.
-		if err := w.s.writeJSONBytes(w.tmpJSON, b, false); err != nil {
-			w.err = err
-			return err
-		}
+		// The envelope goes into the journal only: a sweep after this
+		// process dies finds it there (a checkpoint carries it forward
+		// while the item waits for its commit), and Close writes it out.
 		if err := w.journalPut(envProvisional, b, nil); err != nil {
-			return err
+			if !w.classic { // else the journal was unavailable: fall through
+				return err
+			}
+		} else {
+			w.provisional = b
+			w.s.journal.hold(w.id, b, w.jbuf, w.jseg, w.jgen)
+			w.synced, w.prepared = true, true
+			return nil
 		}
-		w.synced, w.prepared = true, true
-		return nil
 	}
 	if err := w.f.Sync(); err != nil {
 		w.err = fmt.Errorf("archive: fsync %s: %w", w.rel(w.tmpEML), unwrapPath(err))
@@ -388,7 +402,11 @@ func (w *fileWriter) Commit(env *Envelope) error {
 		env = &Envelope{}
 	}
 	if !w.classic {
-		return w.commitJournaled(env)
+		err := w.commitJournaled(env)
+		if err == nil || !w.classic {
+			return err
+		}
+		w.err = nil // the journal is unavailable: commit the classic way
 	}
 	if err := w.Sync(); err != nil {
 		return err
@@ -441,12 +459,7 @@ func (w *fileWriter) commitJournaled(env *Envelope) error {
 	if err != nil {
 		return err
 	}
-	if w.prepared {
-		err = w.s.replaceJSONBytes(w.tmpJSON, b, false)
-	} else {
-		err = w.s.writeJSONBytes(w.tmpJSON, b, false)
-	}
-	if err != nil {
+	if err := w.s.writeJSONBytes(w.tmpJSON, b, false); err != nil {
 		return err
 	}
 	err = w.journalPut(envFinal, b, func() error {
@@ -461,12 +474,26 @@ func (w *fileWriter) commitJournaled(env *Envelope) error {
 		return nil
 	})
 	if err != nil {
+		if w.classic {
+			// No journal after all: the classic commit writes it anew.
+			w.s.fs.remove(w.tmpJSON)
+		}
 		return err
 	}
 	w.done = true
-	w.jbuf = nil
+	w.unhold()
 	w.f.Close() // releases the lock
 	return nil
+}
+
+// unhold drops the writer's message copy and its place in the journal's
+// list of prepared items.
+func (w *fileWriter) unhold() {
+	if w.provisional != nil {
+		w.s.journal.unhold(w.id)
+		w.provisional = nil
+	}
+	w.jbuf = nil
 }
 
 // journalPut appends a record of the bytes not yet in the journal (all of
@@ -476,6 +503,10 @@ func (w *fileWriter) commitJournaled(env *Envelope) error {
 // is sticky, like a write error.
 func (w *fileWriter) journalPut(envKind uint8, env []byte, after func() error) error {
 	j := w.s.journal
+	if j.unavailable() {
+		w.classic, w.jbuf = true, nil
+		return errJournalUnavailable
+	}
 	seg, rec, err := j.appendRec(func(seg *segment) *record {
 		off := w.jOff
 		if seg != w.jseg || seg.hdr.gen != w.jgen {
@@ -484,6 +515,10 @@ func (w *fileWriter) journalPut(envKind uint8, env []byte, after func() error) e
 		return &record{kind: recItem, envKind: envKind, id: w.id, env: env, dataOff: off, data: w.jbuf[off:]}
 	})
 	if err != nil {
+		if errors.Is(err, errJournalUnavailable) {
+			w.classic, w.jbuf = true, nil
+			return err
+		}
 		w.err = err
 		return err
 	}
@@ -608,7 +643,7 @@ func (w *fileWriter) Abort() error {
 		// So that a replay does not make the item after all.
 		w.s.journal.note(&record{kind: recAbort, id: w.id})
 	}
-	w.jbuf = nil
+	w.unhold()
 	// Remove while still holding the lock, so that a recovery sweep never
 	// takes these files for a crashed writer's; the .json first, so no
 	// item is visible for a moment without its message.
@@ -631,7 +666,16 @@ func (w *fileWriter) Close() error {
 	if w.done {
 		return nil
 	}
-	w.done, w.jbuf = true, nil
+	w.done = true
+	if w.provisional != nil && !present(w.tmpJSON) && !present(w.s.Path(w.id, ".json")) {
+		// The sweep must find the envelope of Prepare beside the bytes
+		// once the journal has let go of it; the checkpoint's syncfs makes
+		// it durable before that.
+		if err := w.s.writeJSONBytes(w.tmpJSON, w.provisional, false); err != nil {
+			w.s.log.Error("archive: cannot keep the envelope of a closed item for recovery", "id", w.id, "err", err)
+		}
+	}
+	w.unhold()
 	return w.f.Close()
 }
 
