@@ -22,6 +22,16 @@ func newTestStore(t *testing.T) *Store {
 	return newTestStoreOpt(t, Options{})
 }
 
+// newFileStore is newTestStore whose writers stream into tmp/ID.eml as the
+// wrapper's do (after Reopen) and big messages do: the tests of the file
+// protocol's steps use it.
+func newFileStore(t *testing.T) *Store {
+	t.Helper()
+	s := newTestStore(t)
+	s.memOK = false
+	return s
+}
+
 // testSegment is the journal segment size of the tests' stores.
 const testSegment = 1 << 20
 
@@ -165,7 +175,8 @@ func newFaultFS(s *Store) *faultFS {
 		syncDirErr: map[string]error{},
 		files:      map[string]*faultFile{},
 	}
-	s.fs = fsys{create: ff.create, rename: ff.rename, remove: osFS.remove, syncDir: ff.syncDir}
+	s.fs = fsys{create: ff.create, rename: ff.rename, remove: osFS.remove, syncDir: ff.syncDir,
+		tmpfile: ff.tmpfile, link: ff.link}
 	if j := s.journal; j != nil {
 		realWrite, realSync := j.pwritev, j.datasync
 		j.pwritev = func(f *os.File, bufs [][]byte, off int64) error {
@@ -213,6 +224,35 @@ func (ff *faultFS) create(name string) (file, error) {
 	ff.files[name] = fault
 	ff.mu.Unlock()
 	return fault, nil
+}
+
+// tmpfile is create for the unnamed files of the journal's writers,
+// keyed by the extension of the name they will get.
+func (ff *faultFS) tmpfile(path string) (file, error) {
+	ext := faultExt(path)
+	ff.mu.Lock()
+	ff.created = append(ff.created, path)
+	ff.mu.Unlock()
+	if err := ff.createErr[ext]; err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f, err := osFS.tmpfile(path)
+	if err != nil {
+		return nil, err
+	}
+	fault := &faultFile{File: f.(*os.File), writeErr: ff.writeErr[ext], budget: ff.writeOK[ext], syncErr: ff.syncErr[ext], closeErr: ff.closeErr[ext]}
+	ff.mu.Lock()
+	ff.files[path] = fault
+	ff.mu.Unlock()
+	return fault, nil
+}
+
+// link fails as rename does, by the extension of the name.
+func (ff *faultFS) link(f file, path string) error {
+	if err := ff.renameErr[faultExt(path)]; err != nil {
+		return &os.LinkError{Op: "link", Old: "", New: path, Err: err}
+	}
+	return osFS.link(f.(*faultFile).File, path)
 }
 
 // lastCreated is the name of the last file the store tried to create.

@@ -87,6 +87,11 @@ type segHeader struct {
 	boot [16]byte // boot of the last writer: another boot means replay
 	hint int64    // records up to here are known durable
 	age  int64    // unix nanos of the first record of this generation, 0 if none
+	// done: every record before it is of an item that is in files (or
+	// abandoned); a process that finds the segment free replays only the
+	// records after it (a crash of the writer's process), unless the boot
+	// changed (then the page cache is gone: every record is replayed).
+	done int64
 }
 
 func (h *segHeader) marshal() []byte {
@@ -97,13 +102,14 @@ func (h *segHeader) marshal() []byte {
 	copy(b[24:40], h.boot[:])
 	binary.LittleEndian.PutUint64(b[40:], uint64(h.hint))
 	binary.LittleEndian.PutUint64(b[48:], uint64(h.age))
-	binary.LittleEndian.PutUint32(b[56:], crc32.Checksum(b[:56], crcTable))
+	binary.LittleEndian.PutUint64(b[56:], uint64(h.done))
+	binary.LittleEndian.PutUint32(b[64:], crc32.Checksum(b[:64], crcTable))
 	return b
 }
 
 func unmarshalSegHeader(b []byte) (segHeader, bool) {
 	var h segHeader
-	if len(b) < 60 || !bytes.Equal(b[:8], segMagic[:]) || crc32.Checksum(b[:56], crcTable) != binary.LittleEndian.Uint32(b[56:]) {
+	if len(b) < 68 || !bytes.Equal(b[:8], segMagic[:]) || crc32.Checksum(b[:64], crcTable) != binary.LittleEndian.Uint32(b[64:]) {
 		return h, false
 	}
 	h.seq = binary.LittleEndian.Uint64(b[8:])
@@ -111,6 +117,7 @@ func unmarshalSegHeader(b []byte) (segHeader, bool) {
 	copy(h.boot[:], b[24:40])
 	h.hint = int64(binary.LittleEndian.Uint64(b[40:]))
 	h.age = int64(binary.LittleEndian.Uint64(b[48:]))
+	h.done = int64(binary.LittleEndian.Uint64(b[56:]))
 	return h, true
 }
 
@@ -192,9 +199,11 @@ type segment struct {
 	gs   *groupSync
 
 	// guarded by journal.mu
-	inflight int  // writers between their append and the end of their file work
-	records  int  // records appended in this generation
-	bad      bool // an fdatasync failed: never append again
+	inflight    int  // writers between their append and the end of their file work
+	held        int  // held items whose latest record is here
+	syncPending bool // a background fdatasync is about to start
+	records     int  // records appended in this generation
+	bad         bool // an fdatasync failed: never append again
 }
 
 // journal is a Store's write-ahead journal: the segments this process
@@ -234,6 +243,9 @@ type heldItem struct {
 	env, data []byte
 	seg       *segment
 	gen       uint64
+	// orphan: a closed item whose files could not be written (a full
+	// disk): the journal holds its only copy until they can be.
+	orphan bool
 }
 
 // errJournalUnavailable says no segment could be made (a full or tiny
@@ -252,14 +264,67 @@ func (j *journal) unavailable() bool {
 
 // hold registers a prepared item; unhold ends it (commit, abort, close).
 func (j *journal) hold(id string, env, data []byte, seg *segment, gen uint64) {
+	j.holdItem(id, &heldItem{env: env, data: data, seg: seg, gen: gen})
+}
+
+func (j *journal) holdItem(id string, h *heldItem) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.held[id] = &heldItem{env: env, data: data, seg: seg, gen: gen}
+	if old := j.held[id]; old != nil {
+		j.dropLocked(old)
+	}
+	j.held[id] = h
+	if h.gen == h.seg.hdr.gen {
+		h.seg.held++
+	}
+}
+
+// dropLocked ends h's claim on its segment.
+func (j *journal) dropLocked(h *heldItem) {
+	if h.seg != nil && h.gen == h.seg.hdr.gen {
+		h.seg.held--
+		j.markDoneLocked(h.seg)
+	}
+	h.seg = nil
+}
+
+// holdOrphan keeps a closed item whose files could not be written.
+func (j *journal) holdOrphan(id string, env, data []byte, seg *segment, gen uint64) {
+	j.holdItem(id, &heldItem{env: env, data: data, seg: seg, gen: gen, orphan: true})
+}
+
+// flushOrphans writes the files of orphaned items under tmp/, where the
+// sweep makes items of them; those written are let go.
+func (j *journal) flushOrphans() {
+	j.mu.Lock()
+	var ids []string
+	var items []*heldItem
+	for id, h := range j.held {
+		if h.orphan {
+			ids, items = append(ids, id), append(items, h)
+		}
+	}
+	j.mu.Unlock()
+	for i, h := range items {
+		if err := j.s.writeTmpItem(ids[i], h.data, h.env); err != nil {
+			j.s.log.Warn("archive: an item held in the journal still cannot be written out", "id", ids[i], "err", err)
+			continue
+		}
+		j.mu.Lock()
+		if j.held[ids[i]] == h {
+			j.dropLocked(h)
+			delete(j.held, ids[i])
+		}
+		j.mu.Unlock()
+	}
 }
 
 func (j *journal) unhold(id string) {
 	j.mu.Lock()
-	delete(j.held, id)
+	if h := j.held[id]; h != nil {
+		j.dropLocked(h)
+		delete(j.held, id)
+	}
 	j.mu.Unlock()
 }
 
@@ -276,8 +341,12 @@ func (j *journal) carryForward(seg *segment) error {
 	}
 	j.mu.Unlock()
 	for i, h := range items {
+		ek := uint8(envProvisional)
+		if h.env == nil {
+			ek = envNone
+		}
 		nseg, rec, err := j.appendRec(func(*segment) *record {
-			return &record{kind: recItem, envKind: envProvisional, id: ids[i], env: h.env, data: h.data}
+			return &record{kind: recItem, envKind: ek, id: ids[i], env: h.env, data: h.data}
 		})
 		if err != nil {
 			return err
@@ -289,7 +358,9 @@ func (j *journal) carryForward(seg *segment) error {
 		}
 		j.mu.Lock()
 		if cur := j.held[ids[i]]; cur == h {
+			j.dropLocked(h)
 			h.seg, h.gen = nseg, rec.gen
+			nseg.held++
 		}
 		j.mu.Unlock()
 	}
@@ -461,12 +532,41 @@ func (j *journal) sync(seg *segment) error {
 	return nil
 }
 
-// release ends a writer's flight on seg.
+// syncSoon starts an fdatasync of seg in the background, unless one is
+// waiting to start already (it will cover what was just written).
+func (j *journal) syncSoon(seg *segment) {
+	j.mu.Lock()
+	if seg.syncPending {
+		j.mu.Unlock()
+		return
+	}
+	seg.syncPending = true
+	j.mu.Unlock()
+	go func() {
+		j.mu.Lock()
+		seg.syncPending = false
+		j.mu.Unlock()
+		j.sync(seg)
+	}()
+}
+
+// release ends a writer's flight on seg. When no writer is in flight and
+// no held item's record is here, every record so far is of an item in
+// files: the header says so (no sync of its own; a lost one only makes a
+// replay look at more records).
 func (j *journal) release(seg *segment) {
 	j.mu.Lock()
 	seg.inflight--
+	j.markDoneLocked(seg)
 	j.cond.Broadcast()
 	j.mu.Unlock()
+}
+
+func (j *journal) markDoneLocked(seg *segment) {
+	if seg.inflight == 0 && seg.held == 0 && seg.hdr.done < seg.off && !seg.bad {
+		seg.hdr.done = seg.off
+		j.writeHeaderLocked(seg)
+	}
 }
 
 // note appends a record that needs no durability of its own (an abort): it
@@ -508,14 +608,19 @@ func (j *journal) takeSegmentLocked() (*segment, error) {
 		if err != nil || seg == nil {
 			continue
 		}
-		if seg.hdr.boot != j.boot {
-			// Written before a reboot: what its writers left in the page
-			// cache may be gone. Replay it before anyone appends.
+		if seg.hdr.boot != j.boot || seg.off > max(seg.hdr.done, segHeaderSize) {
+			// Written before a reboot (what its writers left in the page
+			// cache may be gone), or by a process that died with items
+			// only here: replay it before anyone appends.
 			unlockSegment(seg)
 			j.mu.Unlock()
-			j.s.replayJournal()
+			j.s.replayJournal(false)
 			j.mu.Lock()
 			if seg, err = j.lockSegment(e.Name()); err != nil || seg == nil {
+				continue
+			}
+			if seg.hdr.boot != j.boot || seg.off > max(seg.hdr.done, segHeaderSize) {
+				unlockSegment(seg) // replay could not finish: leave it
 				continue
 			}
 		}
@@ -657,7 +762,7 @@ func (j *journal) createSegment() (*segment, error) {
 		}
 	}
 	seg := &segment{name: name, f: f, size: j.segSize, off: segHeaderSize, gs: newGroupSync(),
-		hdr: segHeader{gen: randomGen(), hint: segHeaderSize}}
+		hdr: segHeader{gen: randomGen(), hint: segHeaderSize, done: segHeaderSize}}
 	seg.hdr.boot = j.boot
 	if _, err := f.WriteAt(seg.hdr.marshal(), 0); err != nil {
 		return fail("write", err)
@@ -716,6 +821,7 @@ func (j *journal) checkpointer() {
 				j.cond.Wait()
 			}
 			j.mu.Unlock()
+			j.flushOrphans()
 			err := j.carryForward(seg)
 			if err == nil {
 				err = j.checkpointSeg(seg)
@@ -725,11 +831,12 @@ func (j *journal) checkpointer() {
 				if err != nil {
 					j.s.log.Error("archive: journal checkpoint failed; segment kept for replay", "segment", seg.name, "err", err)
 				}
+				seg.bad = true     // a background fdatasync may still come: it fails harmlessly
 				unlockSegment(seg) // its records stay for a later replay
-			} else if len(j.spare) < 2 {
-				j.spare = append(j.spare, seg)
 			} else {
-				unlockSegment(seg)
+				// Kept, however many: a process needs as many segments as
+				// its peak rate fills in a checkpoint's time.
+				j.spare = append(j.spare, seg)
 			}
 			j.mu.Unlock()
 		}
@@ -761,7 +868,9 @@ func (j *journal) checkpointSeg(seg *segment) error {
 	// so its header is ours without j.mu.
 	seg.hdr.gen++
 	seg.hdr.hint = segHeaderSize
+	seg.hdr.done = segHeaderSize
 	seg.hdr.age = 0
+	seg.held = 0
 	if err := j.writeHeaderLocked(seg); err != nil {
 		return fmt.Errorf("archive: write journal %s: %w", seg.name, err)
 	}

@@ -38,14 +38,16 @@ type RecoverReport struct {
 // Recover is safe to run at any time, concurrently with writers.
 func (s *Store) Recover() RecoverReport {
 	var rep RecoverReport
-	// Records of an earlier boot first: they put items back under tmp/.
-	_, errs := s.replayJournal()
+	// The journal first: records that crashed processes or an earlier boot
+	// left put items back under tmp/; the segments of processes that
+	// exited are checkpointed (one syncfs makes their items durable in
+	// their own files).
+	_, errs := s.replayJournal(true)
 	rep.Errors = append(rep.Errors, errs...)
+	if s.journal != nil {
+		s.journal.flushOrphans() // closed items a full disk kept in the journal
+	}
 	s.sweep(&rep)
-	// Then the records that processes which have exited left: their items
-	// are in files now (this sweep made the last of them), so one syncfs
-	// makes them durable and the records can go.
-	rep.Errors = append(rep.Errors, s.checkpointFree()...)
 	for _, id := range rep.Recovered {
 		s.log.Warn("recovered an item left by a crashed writer", "id", id)
 	}

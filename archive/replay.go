@@ -50,10 +50,10 @@ type foundRec struct {
 
 // scanRecords reads every valid record of a segment's current generation,
 // checking each one's payload checksum, until the first invalid one.
-func scanRecords(f *os.File, hdr segHeader, size int64) ([]foundRec, error) {
+func scanRecords(f *os.File, hdr segHeader, size, start int64) ([]foundRec, error) {
 	var out []foundRec
 	h := make([]byte, recHeaderSize)
-	off := int64(segHeaderSize)
+	off := start
 	for off+recAlign <= size {
 		if err := readFull(f, h, off); err != nil {
 			return out, err
@@ -147,10 +147,14 @@ type replaySeg struct {
 	hdr  segHeader
 }
 
-// replayJournal replays the segments written before this boot that no live
-// process holds, then checkpoints them. It returns the IDs it put back
-// under tmp/ for the sweep.
-func (s *Store) replayJournal() ([]string, []error) {
+// replayJournal replays the segments no live process holds: every record
+// of a segment written before this boot, and of one of this boot the
+// records after its done mark (its process died with items only there).
+// The items are put back under tmp/ for the sweep, durably, and then the
+// segments are checkpointed. With all, segments with nothing to replay
+// but records (left by processes that exited) are checkpointed too. It
+// returns the IDs it put back under tmp/.
+func (s *Store) replayJournal(all bool) ([]string, []error) {
 	j := s.journal
 	if j == nil {
 		return nil, nil
@@ -190,27 +194,35 @@ func (s *Store) replayJournal() ([]string, []error) {
 			errs = append(errs, fmt.Errorf("archive: replay journal %s: %w", name, unwrapPath(err)))
 			continue
 		}
+		// flock conflicts across open files even within one process, so
+		// this skips our own segments as well as other live processes'.
 		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-			f.Close() // a live process appends to it: it is of this boot
+			f.Close()
 			continue
 		}
 		hdr, ok := readSegHeader(f)
-		if !ok || hdr.boot == j.boot {
-			f.Close()
-			continue
-		}
 		fi, err := f.Stat()
-		if err != nil {
+		if !ok || err != nil {
 			f.Close()
-			errs = append(errs, fmt.Errorf("archive: replay journal %s: %w", name, err))
 			continue
 		}
-		r, err := scanRecords(f, hdr, fi.Size()&^(recAlign-1))
+		size := fi.Size() &^ (recAlign - 1)
+		start := int64(segHeaderSize)
+		if hdr.boot == j.boot && hdr.done > start && hdr.done <= size {
+			start = hdr.done
+		}
+		r, err := scanRecords(f, hdr, size, start)
 		if err != nil {
 			// Keep the segment as it is: a later replay tries again.
 			f.Close()
 			errs = append(errs, fmt.Errorf("archive: replay journal %s: %w", name, err))
 			continue
+		}
+		if len(r) == 0 {
+			if end, n := scanEnd(f, hdr, size); !all || n == 0 || end <= segHeaderSize {
+				f.Close() // nothing to replay, nothing to checkpoint
+				continue
+			}
 		}
 		recs = append(recs, r...)
 		segs = append(segs, replaySeg{name: name, f: f, hdr: hdr})
@@ -246,12 +258,13 @@ func (s *Store) replayJournal() ([]string, []error) {
 	}
 	for _, rs := range segs {
 		seg := &segment{name: rs.name, f: rs.f, hdr: rs.hdr}
-		seg.hdr.boot = j.boot
 		if err := j.checkpointSeg(seg); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	s.log.Warn("archive: replayed the journal of an earlier boot", "segments", len(segs), "restored", len(put))
+	if len(recs) > 0 {
+		s.log.Warn("archive: replayed journal records left by a crash", "segments", len(segs), "records", len(recs), "restored", len(put))
+	}
 	return put, errs
 }
 
@@ -380,53 +393,6 @@ func writePieces(path string, st *itemState) error {
 		return err
 	}
 	return f.Close()
-}
-
-// checkpointFree checkpoints the segments of this boot that no process
-// holds and that still have records (left by processes that exited, such
-// as the wrapper's): one syncfs makes their items durable in their own
-// files, then their records go.
-func (s *Store) checkpointFree() []error {
-	j := s.journal
-	if j == nil {
-		return nil
-	}
-	ents, err := os.ReadDir(j.dir)
-	if err != nil {
-		return nil
-	}
-	var segs []*segment
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), segExt) || !e.Type().IsRegular() {
-			continue
-		}
-		j.mu.Lock()
-		held := j.heldLocked(e.Name())
-		j.mu.Unlock()
-		if held {
-			continue
-		}
-		seg, err := j.lockSegment(e.Name())
-		if err != nil || seg == nil {
-			continue
-		}
-		if seg.records == 0 || seg.hdr.boot != j.boot {
-			unlockSegment(seg) // empty, or for replay
-			continue
-		}
-		segs = append(segs, seg)
-	}
-	var errs []error
-	for i, seg := range segs {
-		if i > 0 {
-			seg.records = 0 // the first one's syncfs served them all
-		}
-		if err := j.checkpointSeg(seg); err != nil {
-			errs = append(errs, err)
-		}
-		unlockSegment(seg)
-	}
-	return errs
 }
 
 // journalEnv finds the latest envelope the journal holds for id (a

@@ -34,6 +34,10 @@ type fsys struct {
 	rename  func(oldpath, newpath string) error
 	remove  func(name string) error
 	syncDir func(dir string) error
+	// tmpfile makes an unnamed file (O_TMPFILE) in the directory of path,
+	// the name link then gives it.
+	tmpfile func(path string) (file, error)
+	link    func(f file, path string) error
 }
 
 var osFS = fsys{
@@ -41,6 +45,8 @@ var osFS = fsys{
 	rename:  os.Rename,
 	remove:  os.Remove,
 	syncDir: SyncDir,
+	tmpfile: openTmpfile,
+	link:    linkTmpfile,
 }
 
 // FileMode is the mode of every archived file: the archive group may read,
@@ -94,6 +100,9 @@ type Store struct {
 
 	// The write-ahead journal; nil when Options.NoJournal.
 	journal *journal
+	// memOK: new items are kept in memory until their commit links them
+	// into the root (the filesystem has O_TMPFILE).
+	memOK bool
 }
 
 // Options configure a Store. The zero value is usable.
@@ -148,11 +157,12 @@ func Open(dir string, opt Options) (*Store, error) {
 		// On a tmpfs an fsync costs nothing and nothing survives a
 		// reboot: the journal would only add work.
 		s.journal = newJournal(s, opt.JournalSegmentSize)
+		s.memOK = tmpfileWorks(s.root)
 	}
 	// Records of an earlier boot may hold the only copy of items whose
 	// files were still in the page cache: put them back before anything
 	// else happens.
-	if put, errs := s.replayJournal(); len(put) > 0 || len(errs) > 0 {
+	if put, errs := s.replayJournal(false); len(put) > 0 || len(errs) > 0 {
 		for _, err := range errs {
 			s.log.Error("archive: journal replay failed", "err", err)
 		}
@@ -202,17 +212,24 @@ type fileWriter struct {
 
 	// The journal's view: while classic is false the whole message is in
 	// jbuf, and jOff bytes of it are in records of jseg's generation jgen.
-	classic   bool
-	jbuf      []byte
-	jseg      *segment
-	jgen      uint64
-	jOff      int64
+	classic     bool
+	jbuf        []byte
+	jseg        *segment
+	jgen        uint64
+	jOff        int64
 	journaled   bool   // a record of this item exists: Abort says so
 	provisional []byte // the envelope of Prepare, held only in the journal
 }
 
 // Create starts a new item. The tags become part of its ID (the wrapper's).
 func (s *Store) Create(tags ...string) (Writer, error) {
+	if s.memOK && !s.journal.unavailable() {
+		id, err := NewID(s.now(), tags...)
+		if err != nil {
+			return nil, err
+		}
+		return &memWriter{s: s, id: id, tags: tags, sum: newSum()}, nil
+	}
 	return s.create(tags...)
 }
 
@@ -221,6 +238,11 @@ func (s *Store) create(tags ...string) (*fileWriter, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.createFile(id, tags)
+}
+
+// createFile starts the item id as a file in tmp/.
+func (s *Store) createFile(id string, tags []string) (*fileWriter, error) {
 	w := &fileWriter{
 		s:       s,
 		id:      id,
@@ -255,8 +277,11 @@ func (w *fileWriter) Size() int64 { return w.size }
 // Err returns the first write error, if any.
 func (w *fileWriter) Err() error { return w.err }
 
-func (w *fileWriter) rel(p string) string {
-	if r, err := filepath.Rel(w.s.root, p); err == nil {
+func (w *fileWriter) rel(p string) string { return w.s.relPath(p) }
+
+// relPath is p relative to the root, for messages.
+func (s *Store) relPath(p string) string {
+	if r, err := filepath.Rel(s.root, p); err == nil {
 		return r
 	}
 	return p
@@ -489,11 +514,10 @@ func (w *fileWriter) commitJournaled(env *Envelope) error {
 // unhold drops the writer's message copy and its place in the journal's
 // list of prepared items.
 func (w *fileWriter) unhold() {
-	if w.provisional != nil {
+	if w.s.journal != nil {
 		w.s.journal.unhold(w.id)
-		w.provisional = nil
 	}
-	w.jbuf = nil
+	w.provisional, w.jbuf = nil, nil
 }
 
 // journalPut appends a record of the bytes not yet in the journal (all of
@@ -536,21 +560,27 @@ func (w *fileWriter) journalPut(envKind uint8, env []byte, after func() error) e
 }
 
 func (w *fileWriter) fillEnvelope(env *Envelope) {
+	fillEnvelope(w.s, env, w.id, w.tags, &w.hdr, w.size, w.sum)
+}
+
+// fillEnvelope fills in what the store knows of an item: version, ID,
+// time, host, tags and the message fields.
+func fillEnvelope(s *Store, env *Envelope, id string, tags []string, hdr *headerCapture, size int64, sum hash.Hash) {
 	env.Version = Version
-	env.ID = w.id
+	env.ID = id
 	if env.ArchivedAt.IsZero() {
-		env.ArchivedAt = w.s.now()
+		env.ArchivedAt = s.now()
 	}
 	env.ArchivedAt = env.ArchivedAt.UTC()
 	if env.Host == "" {
-		env.Host = w.s.host
+		env.Host = s.host
 	}
-	if env.Tags == nil && len(w.tags) > 0 {
-		env.Tags = append([]string(nil), w.tags...)
+	if env.Tags == nil && len(tags) > 0 {
+		env.Tags = append([]string(nil), tags...)
 	}
-	env.Message = w.hdr.fields()
-	env.Message.Size = w.size
-	env.Message.SHA256 = hex.EncodeToString(w.sum.Sum(nil))
+	env.Message = hdr.fields()
+	env.Message.Size = size
+	env.Message.SHA256 = hex.EncodeToString(sum.Sum(nil))
 }
 
 // encodeEnvelope is the ID.json form of env.

@@ -57,7 +57,7 @@ func commit(t *testing.T, s *Store, msg []byte, chunk int, env *Envelope, tags .
 
 func TestCommit(t *testing.T) {
 	setUmask(t, 0o077)
-	s := newTestStore(t)
+	s := newFileStore(t)
 	at := time.Date(2026, 11, 24, 14, 5, 1, 123_456_789, time.FixedZone("CET", 3600))
 	s.now = func() time.Time { return at }
 
@@ -328,10 +328,17 @@ var storeModes = []struct {
 	opt  Options
 }{{"journal", Options{}}, {"classic", Options{NoJournal: true}}}
 
+// newModeStore opens a store of a mode of storeModes, with file writers.
+func newModeStore(t *testing.T, opt Options) *Store {
+	s := newTestStoreOpt(t, opt)
+	s.memOK = false
+	return s
+}
+
 func TestCreateFails(t *testing.T) {
 	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EACCES, syscall.EMFILE} {
 		t.Run(errno.Error(), func(t *testing.T) {
-			s := newTestStore(t)
+			s := newFileStore(t)
 			ff := newFaultFS(s)
 			ff.createErr[".eml"] = errno
 			w, err := s.Create("tag")
@@ -365,7 +372,7 @@ func TestCommitFails(t *testing.T) {
 			}
 			for _, ending := range []string{"Abort", "Close"} {
 				t.Run(mode.name+"/"+tc.name+"/"+ending, func(t *testing.T) {
-					s := newTestStoreOpt(t, mode.opt)
+					s := newModeStore(t, mode.opt)
 					ff := newFaultFS(s)
 					tc.setup(ff)
 					w, err := s.Create("tag")
@@ -470,7 +477,7 @@ func TestCommitFails(t *testing.T) {
 // TestWriteShortWrite: a write that fails part-way counts and hashes only
 // the bytes that reached the file.
 func TestWriteShortWrite(t *testing.T) {
-	s := newTestStore(t)
+	s := newFileStore(t)
 	ff := newFaultFS(s)
 	ff.writeErr[".eml"], ff.writeOK[".eml"] = syscall.ENOSPC, 10
 	w, err := s.Create()
@@ -498,7 +505,7 @@ func TestWriteShortWrite(t *testing.T) {
 // TestAbortRemovesEverything: Abort after each commit step that succeeded
 // part-way leaves nothing, and reports removal errors other than ENOENT.
 func TestAbortRemoveError(t *testing.T) {
-	s := newTestStore(t)
+	s := newFileStore(t)
 	w, err := s.Create()
 	if err != nil {
 		t.Fatal(err)
