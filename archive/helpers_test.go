@@ -27,9 +27,7 @@ func newTestStore(t *testing.T) *Store {
 // protocol's steps use it.
 func newFileStore(t *testing.T) *Store {
 	t.Helper()
-	s := newTestStore(t)
-	s.memOK = false
-	return s
+	return newTestStore(t)
 }
 
 // testSegment is the journal segment size of the tests' stores.
@@ -50,8 +48,7 @@ func newTestStoreOpt(t *testing.T, opt Options) *Store {
 	return s
 }
 
-// names lists a directory, sorted; in a tmp/, the journal's directory is
-// left out.
+// names lists a directory, sorted.
 func names(t *testing.T, dir string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
@@ -60,9 +57,6 @@ func names(t *testing.T, dir string) []string {
 	}
 	var ns []string
 	for _, e := range ents {
-		if e.Name() == journalDirName && filepath.Base(dir) == "tmp" {
-			continue
-		}
 		ns = append(ns, e.Name())
 	}
 	slices.Sort(ns)
@@ -72,7 +66,7 @@ func names(t *testing.T, dir string) []string {
 // rootNames lists the root without its tmp/.
 func rootNames(t *testing.T, s *Store) []string {
 	t.Helper()
-	return slices.DeleteFunc(names(t, s.root), func(n string) bool { return n == "tmp" })
+	return slices.DeleteFunc(names(t, s.root), func(n string) bool { return n == "tmp" || n == journalDirName })
 }
 
 func exists(path string) bool {
@@ -175,24 +169,40 @@ func newFaultFS(s *Store) *faultFS {
 		syncDirErr: map[string]error{},
 		files:      map[string]*faultFile{},
 	}
-	s.fs = fsys{create: ff.create, rename: ff.rename, remove: osFS.remove, syncDir: ff.syncDir,
-		tmpfile: ff.tmpfile, link: ff.link}
+	s.fs = fsys{create: ff.create, rename: ff.rename, remove: osFS.remove, syncDir: ff.syncDir}
 	if j := s.journal; j != nil {
 		realWrite, realSync := j.pwritev, j.datasync
 		j.pwritev = func(f *os.File, bufs [][]byte, off int64) error {
-			if err := ff.journalWriteErr; err != nil {
+			ff.mu.Lock()
+			err := ff.journalWriteErr
+			ff.mu.Unlock()
+			if err != nil {
 				return err
 			}
 			return realWrite(f, bufs, off)
 		}
 		j.datasync = func(f *os.File) error {
-			if err := ff.datasyncErr; err != nil {
+			ff.mu.Lock()
+			err := ff.datasyncErr
+			ff.mu.Unlock()
+			if err != nil {
 				return err
 			}
 			return realSync(f)
 		}
 	}
 	return ff
+}
+
+// clear ends every fault.
+func (ff *faultFS) clear() {
+	ff.mu.Lock()
+	defer ff.mu.Unlock()
+	for _, m := range []map[string]error{ff.createErr, ff.writeErr, ff.syncErr, ff.closeErr, ff.renameErr, ff.syncDirErr} {
+		clear(m)
+	}
+	clear(ff.writeOK)
+	ff.journalWriteErr, ff.datasyncErr = nil, nil
 }
 
 // faultExt is the extension a fault is keyed by: the scratch .json.new that
@@ -224,35 +234,6 @@ func (ff *faultFS) create(name string) (file, error) {
 	ff.files[name] = fault
 	ff.mu.Unlock()
 	return fault, nil
-}
-
-// tmpfile is create for the unnamed files of the journal's writers,
-// keyed by the extension of the name they will get.
-func (ff *faultFS) tmpfile(path string) (file, error) {
-	ext := faultExt(path)
-	ff.mu.Lock()
-	ff.created = append(ff.created, path)
-	ff.mu.Unlock()
-	if err := ff.createErr[ext]; err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	f, err := osFS.tmpfile(path)
-	if err != nil {
-		return nil, err
-	}
-	fault := &faultFile{File: f.(*os.File), writeErr: ff.writeErr[ext], budget: ff.writeOK[ext], syncErr: ff.syncErr[ext], closeErr: ff.closeErr[ext]}
-	ff.mu.Lock()
-	ff.files[path] = fault
-	ff.mu.Unlock()
-	return fault, nil
-}
-
-// link fails as rename does, by the extension of the name.
-func (ff *faultFS) link(f file, path string) error {
-	if err := ff.renameErr[faultExt(path)]; err != nil {
-		return &os.LinkError{Op: "link", Old: "", New: path, Err: err}
-	}
-	return osFS.link(f.(*faultFile).File, path)
 }
 
 // lastCreated is the name of the last file the store tried to create.

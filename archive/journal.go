@@ -32,17 +32,27 @@ import (
 // segment's records be overwritten. After a power loss, the records not yet
 // checkpointed are replayed into items (replay.go).
 //
-// Segments live in tmp/journal/ as RANDOM.wal. A process holds an
+// Segments live in ROOT/.wal/ as RANDOM.wal (not in tmp/, which holds
+// only items being written). A process holds an
 // exclusive flock on every segment it appends to, so each segment has one
 // appender at a time; the wrapper's short-lived processes take turns on the
 // same free segment, each appending after the last one's records.
 
 const (
-	journalDirName = "journal"
+	journalDirName = ".wal"
 	segExt         = ".wal"
 
-	// DefaultSegmentSize is the size of a journal segment.
-	DefaultSegmentSize = 64 << 20
+	// DefaultSegmentSize is the size of a journal segment. Postfix's local
+	// delivery limits the files a mailbox command writes (RLIMIT_FSIZE,
+	// from mailbox_size_limit, 50 MB by default): segments stay below
+	// half the limit.
+	DefaultSegmentSize = 16 << 20
+
+	// maxJournaled is the largest message the journal takes: a writer
+	// keeps the message in memory until its record is written, so this
+	// bounds the memory of each session; bigger messages make their own
+	// files durable, which then costs little beside their bytes.
+	maxJournaled = 1<<20 + 256<<10
 
 	// segHeaderSize is the two header slots (one sector each) at the start
 	// of a segment; records follow.
@@ -232,6 +242,8 @@ type journal struct {
 	// held are the prepared items waiting for their commit: a checkpoint
 	// copies their record forward rather than drop their envelope.
 	held map[string]*heldItem
+	// aborted: items abandoned while no abort record could be written.
+	aborted map[string]bool
 	// downUntil: a segment could not be made; writers make their own
 	// files durable until then.
 	downUntil time.Time
@@ -371,10 +383,14 @@ func newJournal(s *Store, segSize int64) *journal {
 	if segSize <= 0 {
 		segSize = DefaultSegmentSize
 	}
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_FSIZE, &lim) == nil && lim.Cur != unix.RLIM_INFINITY && int64(lim.Cur/2) < segSize {
+		segSize = int64(lim.Cur / 2)
+	}
 	segSize = alignUp(segSize)
 	j := &journal{
 		s:        s,
-		dir:      filepath.Join(s.tmp, journalDirName),
+		dir:      filepath.Join(s.root, journalDirName),
 		segSize:  segSize,
 		boot:     bootID(),
 		age:      checkpointAge,
@@ -385,13 +401,14 @@ func newJournal(s *Store, segSize int64) *journal {
 	j.cond = sync.NewCond(&j.mu)
 	j.wake = make(chan struct{}, 1)
 	j.held = map[string]*heldItem{}
+	j.aborted = map[string]bool{}
 	return j
 }
 
 // maxItem is the largest message the journal takes; bigger ones are made
 // durable by fsyncing their own files (the fsyncs then cost little beside
 // the bytes).
-func (j *journal) maxItem() int64 { return (j.segSize - segHeaderSize) / 4 }
+func (j *journal) maxItem() int64 { return min((j.segSize-segHeaderSize)/4, maxJournaled) }
 
 func pwritevAll(f *os.File, bufs [][]byte, off int64) error {
 	for len(bufs) > 0 {
@@ -503,7 +520,7 @@ var zeros = make([]byte, recAlign)
 func (j *journal) sync(seg *segment) error {
 	err := seg.gs.sync(func() error {
 		j.mu.Lock()
-		end := seg.off
+		end, gen := seg.off, seg.hdr.gen
 		j.mu.Unlock()
 		if err := j.datasync(seg.f); err != nil {
 			return err
@@ -511,10 +528,11 @@ func (j *journal) sync(seg *segment) error {
 		killPoint("journal-synced")
 		// Records up to end are durable: say so in the header, without a
 		// sync of its own (the next fdatasync carries it; a hint that is
-		// lost only makes the next taker scan further).
+		// lost only makes the next taker scan further). Not if a
+		// checkpoint started a new generation meanwhile.
 		j.mu.Lock()
 		defer j.mu.Unlock()
-		if end > seg.hdr.hint && !seg.bad {
+		if end > seg.hdr.hint && gen == seg.hdr.gen && !seg.bad {
 			seg.hdr.hint = end
 			j.writeHeaderLocked(seg)
 		}
@@ -576,6 +594,16 @@ func (j *journal) note(rec *record) {
 	seg, _, err := j.appendRec(func(*segment) *record { return rec })
 	if err == nil {
 		j.release(seg)
+		j.syncSoon(seg)
+		return
+	}
+	if rec.kind == recAbort {
+		// This process's own replays still know (another process's, after
+		// a crash, would make a phantom item of a message nobody wanted,
+		// never lose one).
+		j.mu.Lock()
+		j.aborted[rec.id] = true
+		j.mu.Unlock()
 	}
 }
 
@@ -596,8 +624,8 @@ func (j *journal) takeSegmentLocked() (*segment, error) {
 		j.spare = j.spare[:n-1]
 		return seg, nil
 	}
-	if err := os.MkdirAll(j.dir, 0o750); err != nil {
-		return nil, fmt.Errorf("archive: journal: %w", err)
+	if err := j.mkdir(); err != nil {
+		return nil, err
 	}
 	ents, _ := os.ReadDir(j.dir)
 	for _, e := range ents {
@@ -625,7 +653,7 @@ func (j *journal) takeSegmentLocked() (*segment, error) {
 			}
 		}
 		if seg.records > 0 && (time.Since(time.Unix(0, seg.hdr.age)) > staleSegment || seg.off > seg.size*3/4) {
-			if err := j.checkpointSeg(seg); err != nil {
+			if err := j.checkpointSegLocked(seg); err != nil {
 				unlockSegment(seg)
 				continue
 			}
@@ -743,6 +771,9 @@ func (j *journal) createSegment() (*segment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("archive: create journal segment: %w", unwrapPath(err))
 	}
+	// Writers of the archive group take turns on a segment (the wrapper
+	// runs as each recipient): the group may write it, like tmp/.
+	f.Chmod(j.segMode())
 	fail := func(op string, err error) (*segment, error) {
 		f.Close()
 		os.Remove(scratch)
@@ -778,6 +809,38 @@ func (j *journal) createSegment() (*segment, error) {
 		return fail("fsync directory of", err)
 	}
 	return seg, nil
+}
+
+// mkdir makes ROOT/.wal/ with the mode and group of tmp/, since the same
+// writers use both.
+func (j *journal) mkdir() error {
+	if _, err := os.Stat(j.dir); err == nil {
+		return nil
+	}
+	fi, err := os.Stat(j.s.tmp)
+	if err != nil {
+		return fmt.Errorf("archive: journal: %w", err)
+	}
+	if err := os.Mkdir(j.dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("archive: journal: %w", err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		os.Lchown(j.dir, -1, int(st.Gid)) // best effort: only the owner or root may
+	}
+	if err := os.Chmod(j.dir, fi.Mode()&(os.ModePerm|os.ModeSetgid|os.ModeSticky)); err != nil {
+		return fmt.Errorf("archive: journal: %w", err)
+	}
+	return nil
+}
+
+// segMode is the mode of a segment: read and write for whoever may
+// write in tmp/.
+func (j *journal) segMode() os.FileMode {
+	m := os.FileMode(0o600)
+	if fi, err := os.Stat(j.s.tmp); err == nil && fi.Mode()&0o020 != 0 {
+		m |= 0o060
+	}
+	return m
 }
 
 // retireLocked takes seg out of use; the checkpointer frees it.
@@ -854,7 +917,12 @@ func (j *journal) checkpointer() {
 // checkpointSeg makes everything the segment's records promise durable in
 // the items' own files (one syncfs of the archive's filesystem), then
 // starts a new generation, which makes those records stale.
-func (j *journal) checkpointSeg(seg *segment) error {
+func (j *journal) checkpointSeg(seg *segment) error { return j.checkpointSegOpt(seg, false) }
+
+// checkpointSegLocked is checkpointSeg with j.mu held.
+func (j *journal) checkpointSegLocked(seg *segment) error { return j.checkpointSegOpt(seg, true) }
+
+func (j *journal) checkpointSegOpt(seg *segment, locked bool) error {
 	if seg.bad {
 		return nil
 	}
@@ -864,22 +932,29 @@ func (j *journal) checkpointSeg(seg *segment) error {
 		}
 		killPoint("checkpoint-synced")
 	}
-	// No writer appends to seg now (it is retired, or not yet handed out),
-	// so its header is ours without j.mu.
+	// No writer appends to seg now (it is retired, or not yet handed out);
+	// a background fdatasync may still update its hint.
+	if !locked {
+		j.mu.Lock()
+	}
 	seg.hdr.gen++
 	seg.hdr.hint = segHeaderSize
 	seg.hdr.done = segHeaderSize
 	seg.hdr.age = 0
 	seg.held = 0
-	if err := j.writeHeaderLocked(seg); err != nil {
+	seg.off = segHeaderSize
+	seg.records = 0
+	err := j.writeHeaderLocked(seg)
+	if !locked {
+		j.mu.Unlock()
+	}
+	if err != nil {
 		return fmt.Errorf("archive: write journal %s: %w", seg.name, err)
 	}
 	if err := j.datasync(seg.f); err != nil {
 		seg.bad = true
 		return fmt.Errorf("archive: fdatasync journal %s: %w", seg.name, err)
 	}
-	seg.off = segHeaderSize
-	seg.records = 0
 	return nil
 }
 

@@ -181,7 +181,7 @@ func (r *Reader) ListRoot(skip ...string) (RootListing, error) {
 
 // reservedDir are directories of the root that belong to the read side
 // (catalog, log, audit trail): not foreign, not items.
-var reservedDir = map[string]bool{"index": true, "log": true, "audit": true}
+var reservedDir = map[string]bool{"index": true, "log": true, "audit": true, journalDirName: true}
 
 // reservedFile reports whether a dot file in the root is one of ours.
 func reservedFile(name string) bool {

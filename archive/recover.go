@@ -75,9 +75,6 @@ func (s *Store) sweep(rep *RecoverReport) {
 	stems := map[string]bool{}
 	for _, e := range ents {
 		name := e.Name()
-		if name == journalDirName && e.IsDir() {
-			continue
-		}
 		if strings.HasPrefix(name, probePrefix) && e.Type().IsRegular() {
 			// A probe is removed by its writer at once; one that is
 			// still here after a while was left by a crash.

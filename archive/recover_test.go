@@ -311,7 +311,6 @@ func TestHelperProcess(t *testing.T) {
 		fmt.Println("error:", err)
 		os.Exit(1)
 	}
-	s.memOK = false // a writer with its file in tmp/
 	w, err := s.Create("helper")
 	if err == nil {
 		_, err = w.Write([]byte(sampleMsg))

@@ -174,6 +174,7 @@ func (s *Store) replayJournal(all bool) ([]string, []error) {
 	}()
 	var errs []error
 	var recs []foundRec
+	var busy []string // segments live processes (this one too) append to
 	for _, e := range ents {
 		name := e.Name()
 		if strings.HasPrefix(name, ".new-") {
@@ -198,6 +199,7 @@ func (s *Store) replayJournal(all bool) ([]string, []error) {
 		// this skips our own segments as well as other live processes'.
 		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 			f.Close()
+			busy = append(busy, name)
 			continue
 		}
 		hdr, ok := readSegHeader(f)
@@ -232,7 +234,17 @@ func (s *Store) replayJournal(all bool) ([]string, []error) {
 	}
 	var put []string
 	failed := false
+	var live map[string]bool
+	if len(recs) > 0 {
+		live = liveIDs(j.dir, busy)
+	}
 	for _, st := range foldRecords(recs) {
+		j.mu.Lock()
+		aborted := j.aborted[st.id]
+		j.mu.Unlock()
+		if live[st.id] || aborted {
+			continue // a live process has the item in hand (or aborted it)
+		}
 		ok, err := s.restoreItem(st)
 		if err != nil {
 			errs = append(errs, err)
@@ -457,4 +469,35 @@ func onTmpfs(dir string) bool {
 		return false // not there yet: Open creates it; assume a disk
 	}
 	return st.Type == 0x01021994 // TMPFS_MAGIC
+}
+
+// liveIDs lists the items that have records in the named segments, which
+// live processes hold: reading the record headers and IDs only.
+func liveIDs(dir string, names []string) map[string]bool {
+	ids := map[string]bool{}
+	h := make([]byte, recHeaderSize)
+	for _, name := range names {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			continue
+		}
+		hdr, ok := readSegHeader(f)
+		fi, serr := f.Stat()
+		for off := int64(segHeaderSize); ok && serr == nil && off+recAlign <= fi.Size(); {
+			if readFull(f, h, off) != nil {
+				break
+			}
+			rh, valid := parseRecHead(h, hdr.gen)
+			if !valid {
+				break
+			}
+			id := make([]byte, rh.idLen)
+			if readFull(f, id, off+recHeaderSize) == nil {
+				ids[string(id)] = true
+			}
+			off += rh.size()
+		}
+		f.Close()
+	}
+	return ids
 }

@@ -34,10 +34,6 @@ type fsys struct {
 	rename  func(oldpath, newpath string) error
 	remove  func(name string) error
 	syncDir func(dir string) error
-	// tmpfile makes an unnamed file (O_TMPFILE) in the directory of path,
-	// the name link then gives it.
-	tmpfile func(path string) (file, error)
-	link    func(f file, path string) error
 }
 
 var osFS = fsys{
@@ -45,8 +41,6 @@ var osFS = fsys{
 	rename:  os.Rename,
 	remove:  os.Remove,
 	syncDir: SyncDir,
-	tmpfile: openTmpfile,
-	link:    linkTmpfile,
 }
 
 // FileMode is the mode of every archived file: the archive group may read,
@@ -100,9 +94,6 @@ type Store struct {
 
 	// The write-ahead journal; nil when Options.NoJournal.
 	journal *journal
-	// memOK: new items are kept in memory until their commit links them
-	// into the root (the filesystem has O_TMPFILE).
-	memOK bool
 }
 
 // Options configure a Store. The zero value is usable.
@@ -157,7 +148,6 @@ func Open(dir string, opt Options) (*Store, error) {
 		// On a tmpfs an fsync costs nothing and nothing survives a
 		// reboot: the journal would only add work.
 		s.journal = newJournal(s, opt.JournalSegmentSize)
-		s.memOK = tmpfileWorks(s.root)
 	}
 	// Records of an earlier boot may hold the only copy of items whose
 	// files were still in the page cache: put them back before anything
@@ -223,13 +213,6 @@ type fileWriter struct {
 
 // Create starts a new item. The tags become part of its ID (the wrapper's).
 func (s *Store) Create(tags ...string) (Writer, error) {
-	if s.memOK && !s.journal.unavailable() {
-		id, err := NewID(s.now(), tags...)
-		if err != nil {
-			return nil, err
-		}
-		return &memWriter{s: s, id: id, tags: tags, sum: newSum()}, nil
-	}
 	return s.create(tags...)
 }
 
@@ -328,7 +311,7 @@ func (w *fileWriter) Sync() error {
 		return nil
 	}
 	if !w.classic {
-		err := w.journalPut(envNone, nil, nil)
+		err := w.journalPut(envNone, nil, true, false, nil)
 		if err == nil {
 			w.synced = true
 			return nil
@@ -377,13 +360,12 @@ func (w *fileWriter) Prepare(env *Envelope) error {
 		// The envelope goes into the journal only: a sweep after this
 		// process dies finds it there (a checkpoint carries it forward
 		// while the item waits for its commit), and Close writes it out.
-		if err := w.journalPut(envProvisional, b, nil); err != nil {
+		if err := w.journalPut(envProvisional, b, true, true, nil); err != nil {
 			if !w.classic { // else the journal was unavailable: fall through
 				return err
 			}
 		} else {
 			w.provisional = b
-			w.s.journal.hold(w.id, b, w.jbuf, w.jseg, w.jgen)
 			w.synced, w.prepared = true, true
 			return nil
 		}
@@ -485,9 +467,16 @@ func (w *fileWriter) commitJournaled(env *Envelope) error {
 		return err
 	}
 	if err := w.s.writeJSONBytes(w.tmpJSON, b, false); err != nil {
+		w.s.fs.remove(w.tmpJSON) // never a torn envelope beside the bytes
 		return err
 	}
-	err = w.journalPut(envFinal, b, func() error {
+	// After Prepare, the bytes and an envelope are durable already, and
+	// the MTA was told nothing before that: the final envelope's record
+	// need not hold up the reply. It is durable with the next fdatasync
+	// (started now); until then a power loss leaves the item as Prepare
+	// left it, as a crash between Prepare and Commit always did.
+	lazy := w.prepared && w.jOff == int64(len(w.jbuf))
+	err = w.journalPut(envFinal, b, !lazy, false, func() error {
 		killPoint("commit-durable")
 		if err := w.s.fs.rename(w.tmpEML, w.s.Path(w.id, ".eml")); err != nil {
 			return fmt.Errorf("archive: rename %s: %w", w.rel(w.tmpEML), unwrapPath(err))
@@ -525,7 +514,12 @@ func (w *fileWriter) unhold() {
 // and an envelope, waits until it is durable, and runs after while the
 // record still protects the item from a checkpoint. A failure to journal
 // is sticky, like a write error.
-func (w *fileWriter) journalPut(envKind uint8, env []byte, after func() error) error {
+//
+// Without wait it does not wait for the fdatasync but has one started. With
+// hold, the journal holds on to the item from the record on (no checkpoint
+// or done mark passes it) until the writer ends: its envelope is in the
+// journal only.
+func (w *fileWriter) journalPut(envKind uint8, env []byte, wait, hold bool, after func() error) error {
 	j := w.s.journal
 	if j.unavailable() {
 		w.classic, w.jbuf = true, nil
@@ -548,8 +542,13 @@ func (w *fileWriter) journalPut(envKind uint8, env []byte, after func() error) e
 	}
 	w.journaled = true
 	w.jseg, w.jgen, w.jOff = seg, rec.gen, int64(len(w.jbuf))
+	if hold {
+		j.hold(w.id, env, w.jbuf, seg, rec.gen)
+	}
 	defer j.release(seg)
-	if err := j.sync(seg); err != nil {
+	if !wait {
+		j.syncSoon(seg)
+	} else if err := j.sync(seg); err != nil {
 		w.err = err
 		return err
 	}
@@ -702,11 +701,54 @@ func (w *fileWriter) Close() error {
 		// once the journal has let go of it; the checkpoint's syncfs makes
 		// it durable before that.
 		if err := w.s.writeJSONBytes(w.tmpJSON, w.provisional, false); err != nil {
-			w.s.log.Error("archive: cannot keep the envelope of a closed item for recovery", "id", w.id, "err", err)
+			w.s.fs.remove(w.tmpJSON)
+			// A full disk: the journal keeps the envelope (carried forward
+			// by every checkpoint) until it can be written.
+			w.s.journal.holdOrphan(w.id, w.provisional, w.jbuf, w.jseg, w.jgen)
+			w.provisional, w.jbuf = nil, nil
+			w.s.log.Error("archive: cannot write the envelope of a closed item; the journal keeps it", "id", w.id, "err", err)
+			return w.f.Close()
 		}
 	}
 	w.unhold()
 	return w.f.Close()
+}
+
+// writeTmpItem writes an item's bytes and envelope to tmp/ID.eml and
+// tmp/ID.json, without fsync, for the sweep.
+func (s *Store) writeTmpItem(id string, data, env []byte) error {
+	eml := filepath.Join(s.tmp, id+".eml")
+	if !present(eml) {
+		if err := s.writeFileBytes(eml, data); err != nil {
+			s.fs.remove(eml) // never a torn copy beside the journal's
+			return err
+		}
+	}
+	js := filepath.Join(s.tmp, id+".json")
+	if present(js) {
+		return nil
+	}
+	if err := s.writeJSONBytes(js, env, false); err != nil {
+		s.fs.remove(js)
+		return err
+	}
+	return nil
+}
+
+// writeFileBytes writes b to path (which must not exist), without fsync.
+func (s *Store) writeFileBytes(path string, b []byte) error {
+	f, err := s.fs.create(path)
+	if err != nil {
+		return fmt.Errorf("archive: create %s: %w", s.relPath(path), unwrapPath(err))
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("archive: write %s: %w", s.relPath(path), unwrapPath(err))
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("archive: close %s: %w", s.relPath(path), unwrapPath(err))
+	}
+	return nil
 }
 
 // unwrapPath drops the *PathError wrapper, whose absolute path would repeat

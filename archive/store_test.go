@@ -330,9 +330,7 @@ var storeModes = []struct {
 
 // newModeStore opens a store of a mode of storeModes, with file writers.
 func newModeStore(t *testing.T, opt Options) *Store {
-	s := newTestStoreOpt(t, opt)
-	s.memOK = false
-	return s
+	return newTestStoreOpt(t, opt)
 }
 
 func TestCreateFails(t *testing.T) {
