@@ -43,6 +43,24 @@ var osFS = fsys{
 	syncDir: SyncDir,
 }
 
+// noSyncFS is fs without fsyncs, for a tmpfs.
+func noSyncFS(fs fsys) fsys {
+	create := fs.create
+	fs.create = func(name string) (file, error) {
+		f, err := create(name)
+		if err != nil {
+			return nil, err
+		}
+		return noSyncFile{f}, nil
+	}
+	fs.syncDir = func(string) error { return nil }
+	return fs
+}
+
+type noSyncFile struct{ file }
+
+func (noSyncFile) Sync() error { return nil }
+
 // FileMode is the mode of every archived file: the archive group may read,
 // nobody else may.
 const FileMode = 0o640
@@ -144,9 +162,11 @@ func Open(dir string, opt Options) (*Store, error) {
 			return nil, fmt.Errorf("archive: %w", err)
 		}
 	}
-	if !opt.NoJournal && !onTmpfs(dir) {
-		// On a tmpfs an fsync costs nothing and nothing survives a
-		// reboot: the journal would only add work.
+	if onTmpfs(dir) {
+		// Nothing on a tmpfs survives a reboot and its fsyncs do nothing:
+		// neither the journal nor the fsync syscalls would buy anything.
+		s.fs = noSyncFS(s.fs)
+	} else if !opt.NoJournal {
 		s.journal = newJournal(s, opt.JournalSegmentSize)
 	}
 	// Records of an earlier boot may hold the only copy of items whose
