@@ -54,6 +54,10 @@ const (
 	// files durable, which then costs little beside their bytes.
 	maxJournaled = 1<<20 + 256<<10
 
+	// minSegment: under a file-size limit that allows no bigger segment,
+	// there is no journal.
+	minSegment = 64 << 10
+
 	// segHeaderSize is the two header slots (one sector each) at the start
 	// of a segment; records follow.
 	segHeaderSize = 1024
@@ -388,6 +392,9 @@ func newJournal(s *Store, segSize int64) *journal {
 		segSize = int64(lim.Cur / 2)
 	}
 	segSize = alignUp(segSize)
+	if segSize < minSegment {
+		return nil // too small to be worth it: items fsync their own files
+	}
 	j := &journal{
 		s:        s,
 		dir:      filepath.Join(s.root, journalDirName),

@@ -167,7 +167,9 @@ func Open(dir string, opt Options) (*Store, error) {
 		// neither the journal nor the fsync syscalls would buy anything.
 		s.fs = noSyncFS(s.fs)
 	} else if !opt.NoJournal {
-		s.journal = newJournal(s, opt.JournalSegmentSize)
+		if j := newJournal(s, opt.JournalSegmentSize); j != nil {
+			s.journal = j
+		}
 	}
 	// Records of an earlier boot may hold the only copy of items whose
 	// files were still in the page cache: put them back before anything
