@@ -213,11 +213,13 @@ type segment struct {
 	gs   *groupSync
 
 	// guarded by journal.mu
-	inflight    int  // writers between their append and the end of their file work
-	held        int  // held items whose latest record is here
-	syncPending bool // a background fdatasync is about to start
-	records     int  // records appended in this generation
-	bad         bool // an fdatasync failed: never append again
+	inflight    int       // writers between their append and the end of their file work
+	held        int       // held items whose latest record is here
+	syncPending bool      // a background fdatasync is about to start
+	hdrOff      int64     // seg.off when the header was last written lazily
+	hdrAt       time.Time // and when
+	records     int       // records appended in this generation
+	bad         bool      // an fdatasync failed: never append again
 }
 
 // journal is a Store's write-ahead journal: the segments this process
@@ -541,7 +543,7 @@ func (j *journal) sync(seg *segment) error {
 		defer j.mu.Unlock()
 		if end > seg.hdr.hint && gen == seg.hdr.gen && !seg.bad {
 			seg.hdr.hint = end
-			j.writeHeaderLocked(seg)
+			j.writeHeaderLazyLocked(seg)
 		}
 		return nil
 	})
@@ -590,8 +592,20 @@ func (j *journal) release(seg *segment) {
 func (j *journal) markDoneLocked(seg *segment) {
 	if seg.inflight == 0 && seg.held == 0 && seg.hdr.done < seg.off && !seg.bad {
 		seg.hdr.done = seg.off
-		j.writeHeaderLocked(seg)
+		j.writeHeaderLazyLocked(seg)
 	}
+}
+
+// writeHeaderLazyLocked writes the header for a new hint or done mark,
+// but under load at most every 50 ms or 1 MiB of records: each write
+// dirties a page the next fdatasync must write too, and a stale mark only
+// makes a later reader look at more records.
+func (j *journal) writeHeaderLazyLocked(seg *segment) {
+	if seg.off-seg.hdrOff < 1<<20 && time.Since(seg.hdrAt) < 50*time.Millisecond {
+		return
+	}
+	seg.hdrOff, seg.hdrAt = seg.off, time.Now()
+	j.writeHeaderLocked(seg)
 }
 
 // note appends a record that needs no durability of its own (an abort): it
