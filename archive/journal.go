@@ -591,8 +591,12 @@ func (j *journal) release(seg *segment) {
 
 func (j *journal) markDoneLocked(seg *segment) {
 	if seg.inflight == 0 && seg.held == 0 && seg.hdr.done < seg.off && !seg.bad {
+		// Not throttled: no writer is in flight, so this is a lull (or
+		// the one item of a wrapper's process, whose successor must not
+		// take its record for a crash's).
 		seg.hdr.done = seg.off
-		j.writeHeaderLazyLocked(seg)
+		seg.hdrOff, seg.hdrAt = seg.off, time.Now()
+		j.writeHeaderLocked(seg)
 	}
 }
 

@@ -575,3 +575,34 @@ func TestJournalCrash(t *testing.T) {
 		}
 	}
 }
+
+// TestJournalDoneMark: a process that ends with its items in files (the
+// wrapper's, one item each) leaves the done mark after its records, so the
+// next process appends without replaying anything.
+func TestJournalDoneMark(t *testing.T) {
+	root := t.TempDir()
+	for i := 0; i < 3; i++ {
+		s := newTestStoreAt(t, root)
+		w, _ := s.Create("wrapper")
+		w.Write(msgN(i))
+		if err := w.Commit(&Envelope{Source: SourceWrapper}); err != nil {
+			t.Fatal(err)
+		}
+		abandon(s) // the process execs the delivery command
+	}
+	ents, _ := os.ReadDir(filepath.Join(root, journalDirName))
+	if len(ents) != 1 {
+		t.Fatalf("journal holds %d files, want one segment taken in turn", len(ents))
+	}
+	f, err := os.Open(filepath.Join(root, journalDirName, ents[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hdr, _ := readSegHeader(f)
+	fi, _ := f.Stat()
+	end, n := scanEnd(f, hdr, fi.Size())
+	if n == 0 || hdr.done != end {
+		t.Errorf("segment: %d records end at %d, done mark at %d", n, end, hdr.done)
+	}
+}
