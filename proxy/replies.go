@@ -46,9 +46,15 @@ func (c *conn) relayReplies() {
 		if p.done != nil {
 			p.done <- rep
 		}
-		if rep.Code == 421 {
-			// The server is closing; so do we, after relaying its word.
-			c.fail("", "server sent 421")
+		if rep.Code == 421 || rep.Code == 221 {
+			// The server is closing (421, or 221 after QUIT); so do we,
+			// after relaying its word.
+			c.writeClient(nil)
+			why := "server sent 421"
+			if rep.Code == 221 {
+				why = ""
+			}
+			c.fail("", why)
 			return
 		}
 		c.releaseServerReader()
