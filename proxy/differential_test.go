@@ -266,11 +266,22 @@ func converse(addr, in string) (string, error) {
 	if _, err := io.WriteString(c, in); err != nil {
 		return "", err
 	}
-	// A connection the proxy cut with bytes unread ends in a reset: the
-	// replies before it are what counts.
-	out, err := io.ReadAll(c)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return string(out), err
+	// Read to the close, or to the reply to QUIT. A connection the proxy
+	// cut with bytes unread ends in a reset: the replies before it are
+	// what counts.
+	var out []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		out = append(out, buf[:n]...)
+		if bytes.HasPrefix(out, []byte("221 ")) || bytes.Contains(out, []byte("\n221 ")) {
+			return string(out), nil
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return string(out), err
+		}
+		if err != nil {
+			return string(out), nil
+		}
 	}
-	return string(out), nil
 }

@@ -239,7 +239,7 @@ func (c *conn) finish(m *message, rep *smtpwire.Reply) {
 	env := c.envelope(rep)
 	out := env.Outcome
 	if out == archive.OutcomeAccepted && env.QueueID != "" {
-		c.s.loops.relayed(env, m.retry)
+		c.s.loops.relayed(env)
 	}
 	attrs := func(size int64) []any {
 		a := logAttrs(env, m, size)
