@@ -142,19 +142,7 @@ func TestLeadingSpace(t *testing.T) {
 		{"Subject", "x"}, {"Subject", "\tx"}, {"Subject", "  x"}, {"From", " a@example.org"},
 		{"X-Empty", ""}, {"X-Folded", " first\n\tsecond"},
 	}
-	for _, f := range fields {
-		r.expect('c', 'L', f[0], "\x00", f[1], "\x00")
-	}
-	r.expect('c', 'N')
-	r.expect('c', 'B', "body\r\n")
-	r.send('E')
-	code, data := r.recv()
-	if code != 'h' {
-		t.Fatalf("end of message: %c %q, want h (add header)", code, data)
-	}
-	if code, _ := r.recv(); code != 'c' {
-		t.Fatalf("end of message: %c, want c", code)
-	}
+	data := r.headersBodyEnd(fields, "body\r\n")
 	items := ts.items(t)
 	if len(items) != 1 {
 		t.Fatalf("%d items", len(items))
@@ -177,6 +165,65 @@ func TestLeadingSpace(t *testing.T) {
 	r.send('A')
 	r.send('A')
 	r.send('Q')
+}
+
+// TestNegotiatedLeadingSpace: whether header values are taken as they stood
+// after the colon follows what was negotiated, not what was offered.
+// Postfix with milter_protocol = 2 or 4 offers no HDR_LEADSPC (versions
+// below 6 cannot) yet honours the request and sends values with their
+// leading space; an MTA at version 6 that does not offer it is not asked,
+// and eats one space as sendmail's milters expect.
+func TestNegotiatedLeadingSpace(t *testing.T) {
+	const leadSpc = uint32(gomilter.OptHeaderLeadingSpace)
+	// What the MTA sends, per case, for the fields Subject:x,
+	// Subject: y and Subject:<TAB>z.
+	withSpace := [3]string{"x", " y", "\tz"}
+	eaten := [3]string{"x", "y", "\tz"}
+	for _, tc := range []struct {
+		name           string
+		version, proto uint32
+		wantLeadSpc    bool
+		values         [3]string
+		want           string
+	}{
+		{"postfix protocol 6", 6, 0x1fffff, true, withSpace, "Subject:x\r\nSubject: y\r\nSubject:\tz\r\n"},
+		{"postfix protocol 4", 4, 0x3ff, true, withSpace, "Subject:x\r\nSubject: y\r\nSubject:\tz\r\n"},
+		{"postfix protocol 2", 2, 0x7f, true, withSpace, "Subject:x\r\nSubject: y\r\nSubject:\tz\r\n"},
+		{"version 6 without the bit", 6, 0x1fffff &^ leadSpc, false, eaten, "Subject: x\r\nSubject: y\r\nSubject: \tz\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, milter.Config{AddHeader: true})
+			r := ts.raw(t)
+			got := r.negotiateAs(tc.version, tc.proto)
+			if (got&leadSpc != 0) != tc.wantLeadSpc {
+				t.Fatalf("answered protocol mask %#x: HDR_LEADSPC %v, want %v", got, got&leadSpc != 0, tc.wantLeadSpc)
+			}
+			r.connect("client.example", "192.0.2.9", 1025)
+			r.expect('c', 'M', "<a@example.org>\x00")
+			r.expect('c', 'R', "<b@example.net>\x00")
+			var fields [][2]string
+			for _, v := range tc.values {
+				fields = append(fields, [2]string{"Subject", v})
+			}
+			data := r.headersBodyEnd(fields, "body\r\n")
+			items := ts.items(t)
+			if len(items) != 1 {
+				t.Fatalf("%d items", len(items))
+			}
+			if want := tc.want + "\r\nbody\r\n"; string(items[0].eml) != want {
+				t.Errorf("eml %q, want %q", items[0].eml, want)
+			}
+			// An added field gets its space from us exactly when the MTA
+			// adds none.
+			wantH := "X-Archive-ID\x00" + items[0].id + "\x00"
+			if tc.wantLeadSpc {
+				wantH = "X-Archive-ID\x00 " + items[0].id + "\x00"
+			}
+			if data != wantH {
+				t.Errorf("added header %q, want %q", data, wantH)
+			}
+		})
+	}
 }
 
 func TestTwoMessagesOneConnection(t *testing.T) {
