@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -581,7 +583,7 @@ func TestBigBody(t *testing.T) {
 
 func TestListen(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "m.sock")
-	ln, err := milter.Listen("unix:"+sock, 0o660)
+	ln, err := milter.Listen("unix:"+sock, milter.Socket{Mode: 0o660, GID: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -589,21 +591,85 @@ func TestListen(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o660 {
 		t.Fatalf("socket %v %v", fi, err)
 	}
-	if _, err := milter.Listen("unix:"+sock, 0o660); err == nil {
+	if _, err := milter.Listen("unix:"+sock, milter.Socket{Mode: 0o660, GID: -1}); err == nil {
 		t.Fatal("second listener on a live socket")
 	}
 	ln.Close()
 	for _, bad := range []string{"127.0.0.1:1", "inet:nohost", "smtp:1.2.3.4:25", "unix:"} {
-		if _, err := milter.Listen(bad, 0o660); err == nil {
+		if _, err := milter.Listen(bad, milter.Socket{Mode: 0o660, GID: -1}); err == nil {
 			t.Errorf("Listen(%q) succeeded", bad)
 		}
 	}
 	for _, good := range []string{"inet:127.0.0.1:0", "inet:0@127.0.0.1"} {
-		ln, err := milter.Listen(good, 0)
+		ln, err := milter.Listen(good, milter.Socket{GID: -1})
 		if err != nil {
 			t.Errorf("Listen(%q): %v", good, err)
 			continue
 		}
 		ln.Close()
+	}
+}
+
+// TestListenSocketDir: -l unix:/var/spool/postfix/milter/archive.sock works
+// on a machine where that directory does not exist yet, and the socket can
+// get a group user postfix is in.
+func TestListenSocketDir(t *testing.T) {
+	gid := os.Getgid()
+	if os.Geteuid() == 0 {
+		// Root may give any group: take one that is not ours, to see it set.
+		if g, err := milter.LookupGroup("nogroup"); err == nil {
+			gid = g
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		gid     int
+		dirMode os.FileMode
+	}{
+		{"no group", -1, 0o755 | os.ModeDir},
+		{"with group", gid, 0o750 | os.ModeDir | os.ModeSetgid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "spool", "milter")
+			sock := filepath.Join(dir, "archive.sock")
+			ln, err := milter.Listen("unix:"+sock, milter.Socket{Mode: 0o660, GID: tc.gid})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			di, err := os.Stat(dir)
+			if err != nil || di.Mode() != tc.dirMode {
+				t.Fatalf("directory %v %v, want %v", di.Mode(), err, tc.dirMode)
+			}
+			si, err := os.Stat(sock)
+			if err != nil || si.Mode().Perm() != 0o660 {
+				t.Fatalf("socket %v %v, want 0660", si.Mode(), err)
+			}
+			if tc.gid >= 0 {
+				for _, fi := range []os.FileInfo{di, si} {
+					if g := int(fi.Sys().(*syscall.Stat_t).Gid); g != tc.gid {
+						t.Errorf("%s: group %d, want %d", fi.Name(), g, tc.gid)
+					}
+				}
+			}
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+		})
+	}
+}
+
+func TestLookupGroup(t *testing.T) {
+	for name, want := range map[string]int{"0": 0, "root": 0, "4242": 4242} {
+		if got, err := milter.LookupGroup(name); err != nil || got != want {
+			t.Errorf("LookupGroup(%q) = %d, %v; want %d", name, got, err, want)
+		}
+	}
+	for _, bad := range []string{"no-such-group-here", "-1", ""} {
+		if _, err := milter.LookupGroup(bad); err == nil {
+			t.Errorf("LookupGroup(%q) succeeded", bad)
+		}
 	}
 }
