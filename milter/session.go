@@ -94,10 +94,9 @@ func (s *session) abortTx(why string) {
 	s.log.Debug("message aborted", "id", tx.w.ID(), "queue_id", tx.macros["i"], "why", why)
 }
 
-// leadSpace reports whether header values come with their leading space.
-func (s *session) leadSpace() bool {
-	return s.c.tap.sawOptNeg && s.c.tap.offeredProto&uint32(gomilter.OptHeaderLeadingSpace) != 0
-}
+// leadSpace reports whether header values come with their leading space:
+// whether HDR_LEADSPC was negotiated (not merely offered, see protocolFor).
+func (s *session) leadSpace() bool { return s.c.leadSpace }
 
 // txn returns the current transaction, starting one if a client sends
 // message data without MAIL.
