@@ -125,7 +125,7 @@ func (c *conn) relayData() bool {
 	}
 	if msg.archErr != nil {
 		c.s.cfg.Metrics.ArchiveFailed(msg.archErr)
-		if c.s.cfg.OnArchiveError == Tempfail {
+		if c.s.cfg.OnArchiveError == archive.PolicyTempfail {
 			c.s.cfg.Metrics.MessageDone(metrics.OutcomeTempfailed, 0)
 			env.Outcome = archive.OutcomeTempfailed
 			c.log.Error("message not archived; withheld from the server, client told to retry",

@@ -55,7 +55,7 @@ func run(args []string) int {
 	if code, done := df.Parse(args, usage); done {
 		return code
 	}
-	policy, err := proxy.ParsePolicy(*onErr)
+	policy, err := archive.ParsePolicy(*onErr)
 	if err != nil {
 		return df.Usagef("--on-archive-error: %v", err)
 	}
