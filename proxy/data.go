@@ -15,10 +15,10 @@ import (
 
 // message is one DATA phase on its way to the archive.
 type message struct {
-	w       *archive.Writer // nil when it could not be created
-	bw      *bufio.Writer   // buffers writes to w during DATA; pooled
-	head    headWriter      // the first bytes of the content (loop check)
-	archErr error           // why it is not being archived
+	w       archive.Writer // nil when it could not be created
+	bw      *bufio.Writer  // buffers writes to w during DATA; pooled
+	head    headWriter     // the first bytes of the content (loop check)
+	archErr error          // why it is not being archived
 	start   time.Time
 	syncDur time.Duration // time spent making the .eml durable
 }
@@ -122,7 +122,7 @@ func (c *conn) relayData() bool {
 	}
 	if msg.archErr != nil {
 		c.s.cfg.Metrics.ArchiveFailed(msg.archErr)
-		if c.s.cfg.OnArchiveError == Tempfail {
+		if c.s.cfg.OnArchiveError == archive.PolicyTempfail {
 			c.s.cfg.Metrics.MessageDone(metrics.OutcomeTempfailed, 0)
 			env.Outcome = archive.OutcomeTempfailed
 			c.log.Error("message not archived; withheld from the server, client told to retry",

@@ -18,44 +18,22 @@ import (
 	"github.com/postfix-archive/mailarchive/internal/metrics"
 )
 
-// Policy says what to do with a message that cannot be archived.
-type Policy int
-
-const (
-	// Tempfail withholds the message from the server and tells the client
-	// 451 4.3.0, so it retries later: nothing passes unarchived.
-	Tempfail Policy = iota
-	// Pass lets the message through and logs the failure loudly.
-	Pass
-)
-
-// ParsePolicy parses the --on-archive-error value.
-func ParsePolicy(s string) (Policy, error) {
-	switch s {
-	case "tempfail":
-		return Tempfail, nil
-	case "pass":
-		return Pass, nil
-	}
-	return 0, fmt.Errorf("unknown archive error policy %q (want tempfail or pass)", s)
-}
-
 // Store is what the proxy needs of the archive: a place to stream messages.
 type Store interface {
-	Create(tags ...string) (*archive.Writer, error)
+	Create(tags ...string) (archive.Writer, error)
 }
 
-var _ Store = (*archive.Store)(nil)
+var _ Store = archive.Archive(nil)
 
 // Config configures a Server.
 type Config struct {
-	Server         string        // downstream SMTP server, host:port
-	Store          Store         // where messages are archived
-	OnArchiveError Policy        // what to do when archiving fails
-	KeepRejected   bool          // also archive messages the server refused
-	MaxConns       int           // concurrent connections; 0 = unlimited
-	Timeout        time.Duration // idle timeout per read, either side
-	DialTimeout    time.Duration // connecting to the server
+	Server         string         // downstream SMTP server, host:port
+	Store          Store          // where messages are archived
+	OnArchiveError archive.Policy // what to do when archiving fails
+	KeepRejected   bool           // also archive messages the server refused
+	MaxConns       int            // concurrent connections; 0 = unlimited
+	Timeout        time.Duration  // idle timeout per read, either side
+	DialTimeout    time.Duration  // connecting to the server
 	Logger         *slog.Logger
 	Metrics        *metrics.Metrics // nil: none
 }
