@@ -116,6 +116,7 @@ func TestDaemonHardening(t *testing.T) {
 			"SystemCallFilter":        "@system-service",
 			"Restart":                 "on-failure",
 			"KillSignal":              "SIGTERM",
+			"SyslogFacility":          "mail",
 			// Debian's real Postfix unit is postfix@-.service.
 			"Before": "postfix.service postfix@-.service",
 		} {
