@@ -7,6 +7,7 @@ require (
 	github.com/emersion/go-milter v0.5.0
 	github.com/prometheus/client_golang v1.20.5
 	github.com/spf13/pflag v1.1.0
+	golang.org/x/sys v0.22.0
 )
 
 require (
@@ -18,7 +19,6 @@ require (
 	github.com/prometheus/client_model v0.6.1 // indirect
 	github.com/prometheus/common v0.55.0 // indirect
 	github.com/prometheus/procfs v0.15.1 // indirect
-	golang.org/x/sys v0.22.0 // indirect
 	golang.org/x/text v0.16.0 // indirect
 	google.golang.org/protobuf v1.34.2 // indirect
 )

@@ -7,15 +7,22 @@ import "sync"
 // concurrent writers those fsyncs queue up on the same directory inode and
 // journal. A directory fsync makes durable every entry change made before it
 // started, so one that starts after a writer's change serves that writer as
-// well as its own would: writers wait for the next fsync to start and finish
-// instead of each running one. With one writer this is exactly one fsync.
+// well as its own would: writers join the next batch and wait for its one
+// fsync instead of each running one. With one writer this is exactly one
+// fsync.
 type groupSync struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
-	req     uint64 // requests registered so far
-	done    uint64 // requests covered by the last completed fsync
+	next    *syncBatch // the batch new requests join; nil when none waits
 	running bool
-	err     error // result of the last completed fsync
+}
+
+// syncBatch is the requests one fsync serves. Each request gets the error
+// of the fsync of its own batch: never that of an earlier fsync (which
+// started before its change) or of a later one.
+type syncBatch struct {
+	finished bool
+	err      error
 }
 
 func newGroupSync() *groupSync {
@@ -29,24 +36,23 @@ func newGroupSync() *groupSync {
 func (g *groupSync) sync(fsync func() error) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.req++
-	mine := g.req
-	for g.done < mine {
-		if g.running {
+	if g.next == nil {
+		g.next = &syncBatch{}
+	}
+	b := g.next
+	for !b.finished {
+		if g.running || g.next != b {
 			g.cond.Wait()
 			continue
 		}
-		// Run one fsync for every request registered so far.
-		g.running = true
-		covers := g.req
+		// Start b's fsync: requests from now on join a new batch.
+		g.running, g.next = true, nil
 		g.mu.Unlock()
 		err := fsync()
 		g.mu.Lock()
 		g.running = false
-		g.done, g.err = covers, err
+		b.finished, b.err = true, err
 		g.cond.Broadcast()
 	}
-	// If a later fsync than ours already finished, its result is ours too:
-	// it started after our change as well.
-	return g.err
+	return b.err
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -150,8 +151,17 @@ func newFaultFS(s *Store) *faultFS {
 	return ff
 }
 
+// faultExt is the extension a fault is keyed by: the scratch .json.new that
+// replaces an ID.json counts as a .json.
+func faultExt(name string) string {
+	if strings.HasSuffix(name, scratchSuffix) {
+		return ".json"
+	}
+	return filepath.Ext(name)
+}
+
 func (ff *faultFS) create(name string) (file, error) {
-	ext := filepath.Ext(name)
+	ext := faultExt(name)
 	ff.mu.Lock()
 	ff.created = append(ff.created, name)
 	ff.mu.Unlock()
@@ -189,7 +199,7 @@ func (ff *faultFS) file(name string) *faultFile {
 }
 
 func (ff *faultFS) rename(oldpath, newpath string) error {
-	if err := ff.renameErr[filepath.Ext(oldpath)]; err != nil {
+	if err := ff.renameErr[faultExt(oldpath)]; err != nil {
 		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
 	}
 	return osFS.rename(oldpath, newpath)

@@ -46,7 +46,20 @@ func (s *Store) Recover() RecoverReport {
 	stems := map[string]bool{}
 	for _, e := range ents {
 		name := e.Name()
+		if strings.HasPrefix(name, probePrefix) && e.Type().IsRegular() {
+			// A probe is removed by its writer at once; one that is
+			// still here after a while was left by a crash.
+			if fi, err := e.Info(); err == nil && s.now().Sub(fi.ModTime()) > freshEmpty {
+				if os.Remove(filepath.Join(s.tmp, name)) == nil {
+					rep.Removed = append(rep.Removed, name)
+				}
+			}
+			continue
+		}
 		stem, ext := strings.TrimSuffix(name, filepath.Ext(name)), filepath.Ext(name)
+		if strings.HasSuffix(name, scratchSuffix) {
+			stem, ext = strings.TrimSuffix(name, scratchSuffix), ".json"
+		}
 		if _, err := ParseID(stem); err != nil || (ext != ".eml" && ext != ".json") || !e.Type().IsRegular() {
 			rep.Foreign = append(rep.Foreign, name)
 			continue
@@ -110,6 +123,9 @@ func (s *Store) recoverOne(id string, rep *RecoverReport) {
 		if err := os.Remove(tmpJSON); err == nil {
 			rep.Removed = append(rep.Removed, id+".json")
 		}
+		if err := os.Remove(filepath.Join(s.tmp, id+scratchSuffix)); err == nil {
+			rep.Removed = append(rep.Removed, id+scratchSuffix)
+		}
 		return
 	}
 	if err != nil {
@@ -151,13 +167,11 @@ func (s *Store) recoverOne(id string, rep *RecoverReport) {
 		rep.Errors = append(rep.Errors, err)
 		return
 	}
-	// Replace whatever partial .json the writer left with the rebuilt one.
-	if err := s.fs.remove(tmpJSON); err != nil && !errors.Is(err, os.ErrNotExist) {
+	// Replace whatever .json the writer left with the rebuilt one, under a
+	// scratch name first: if that write fails, the writer's stays, and
+	// the message is never left in the root without one.
+	if err := s.replaceJSON(tmpJSON, env); err != nil {
 		rep.Errors = append(rep.Errors, fmt.Errorf("archive: recover %s: %w", id, err))
-		return
-	}
-	if err := s.writeJSON(tmpJSON, env); err != nil {
-		rep.Errors = append(rep.Errors, err)
 		return
 	}
 	if emlPath == tmpEML {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -151,30 +152,35 @@ func (s *Store) Root() string { return s.root }
 // (".eml" or ".json").
 func (s *Store) Path(id, ext string) string { return filepath.Join(s.root, id+ext) }
 
-// Writer streams one message into tmp/ID.eml. Exactly one of Commit, Abort or
-// Close ends it; after Commit the others do nothing.
-type Writer struct {
-	s       *Store
-	id      string
-	tags    []string
-	f       file
-	sum     hash.Hash
-	size    int64
-	hdr     headerCapture
-	err     error // sticky: the first write error
-	synced  bool
-	done    bool
-	tmpEML  string
-	tmpJSON string
+// fileWriter is the Store's Writer: it streams one message into tmp/ID.eml
+// and commits it as docs/archive-format.md says.
+type fileWriter struct {
+	s        *Store
+	id       string
+	tags     []string
+	f        file
+	sum      hash.Hash
+	size     int64
+	hdr      headerCapture
+	err      error // sticky: the first write error
+	synced   bool
+	prepared bool // tmp/ID.json holds a provisional envelope
+	done     bool
+	tmpEML   string
+	tmpJSON  string
 }
 
 // Create starts a new item. The tags become part of its ID (the wrapper's).
-func (s *Store) Create(tags ...string) (*Writer, error) {
+func (s *Store) Create(tags ...string) (Writer, error) {
+	return s.create(tags...)
+}
+
+func (s *Store) create(tags ...string) (*fileWriter, error) {
 	id, err := NewID(s.now(), tags...)
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{
+	w := &fileWriter{
 		s:       s,
 		id:      id,
 		tags:    tags,
@@ -199,15 +205,15 @@ func (s *Store) Create(tags ...string) (*Writer, error) {
 }
 
 // ID returns the item's ID.
-func (w *Writer) ID() string { return w.id }
+func (w *fileWriter) ID() string { return w.id }
 
 // Size returns the number of bytes written so far.
-func (w *Writer) Size() int64 { return w.size }
+func (w *fileWriter) Size() int64 { return w.size }
 
 // Err returns the first write error, if any.
-func (w *Writer) Err() error { return w.err }
+func (w *fileWriter) Err() error { return w.err }
 
-func (w *Writer) rel(p string) string {
+func (w *fileWriter) rel(p string) string {
 	if r, err := filepath.Rel(w.s.root, p); err == nil {
 		return r
 	}
@@ -216,7 +222,7 @@ func (w *Writer) rel(p string) string {
 
 // Write appends message bytes. After a failure every later Write returns the
 // same error, so a caller streaming a message may check once at the end.
-func (w *Writer) Write(p []byte) (int, error) {
+func (w *fileWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
@@ -240,7 +246,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 // Sync makes the message bytes written so far durable: the file and its
 // entry in tmp/. The proxy calls it before it lets the server accept the
 // message; Commit calls it if nobody did.
-func (w *Writer) Sync() error {
+func (w *fileWriter) Sync() error {
 	if w.err != nil {
 		return w.err
 	}
@@ -259,12 +265,56 @@ func (w *Writer) Sync() error {
 	return nil
 }
 
+// Prepare makes the message bytes and env, as a provisional envelope, durable
+// under tmp/: if the item is never committed, recovery keeps that envelope
+// (marked recovered) instead of a minimal one. Commit then replaces it.
+func (w *fileWriter) Prepare(env *Envelope) error {
+	if w.done {
+		return errors.New("archive: prepare after commit or abort")
+	}
+	if w.prepared {
+		return errors.New("archive: prepared twice")
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if env == nil {
+		env = &Envelope{}
+	}
+	if err := w.f.Sync(); err != nil {
+		w.err = fmt.Errorf("archive: fsync %s: %w", w.rel(w.tmpEML), unwrapPath(err))
+		return w.err
+	}
+	e := *env // the caller's envelope gets its fields filled by Commit only
+	w.fillEnvelope(&e)
+	if err := w.s.writeJSON(w.tmpJSON, &e); err != nil {
+		w.err = err
+		return err
+	}
+	if err := w.s.syncDir(w.s.tmp); err != nil {
+		w.err = fmt.Errorf("archive: fsync tmp/: %w", unwrapPath(err))
+		return w.err
+	}
+	w.synced, w.prepared = true, true
+	return nil
+}
+
+// Reopen opens tmp/ID.eml for reading. The descriptor stays valid across
+// the commit's rename, so it shows exactly the committed bytes.
+func (w *fileWriter) Reopen() (*os.File, error) {
+	f, err := os.Open(w.tmpEML)
+	if err != nil {
+		return nil, fmt.Errorf("archive: open %s for reading: %w", w.rel(w.tmpEML), unwrapPath(err))
+	}
+	return f, nil
+}
+
 // Commit completes the item: it fills in the envelope's version, ID, time,
 // host, tags and message fields, writes ID.json durably, renames the .eml and
 // then the .json into the root, and fsyncs the root. On error nothing is
 // visible as an item; the caller decides whether to Abort (remove the bytes)
 // or Close (leave them under tmp/ for recovery).
-func (w *Writer) Commit(env *Envelope) error {
+func (w *fileWriter) Commit(env *Envelope) error {
 	if w.done {
 		return errors.New("archive: commit after commit or abort")
 	}
@@ -275,7 +325,13 @@ func (w *Writer) Commit(env *Envelope) error {
 		return err
 	}
 	w.fillEnvelope(env)
-	if err := w.s.writeJSON(w.tmpJSON, env); err != nil {
+	if w.prepared {
+		// Replace the provisional envelope atomically: a crash leaves the
+		// one or the other, each complete.
+		if err := w.s.replaceJSON(w.tmpJSON, env); err != nil {
+			return err
+		}
+	} else if err := w.s.writeJSON(w.tmpJSON, env); err != nil {
 		return err
 	}
 	final := w.s.Path(w.id, ".eml")
@@ -288,15 +344,21 @@ func (w *Writer) Commit(env *Envelope) error {
 	if err := w.s.syncDir(w.s.root); err != nil {
 		// Not durable, so not an item: move the .json back out of sight
 		// (Abort or recovery then deals with the rest).
-		w.s.fs.rename(w.s.Path(w.id, ".json"), w.tmpJSON)
-		return fmt.Errorf("archive: fsync %s: %w", w.s.root, unwrapPath(err))
+		err = fmt.Errorf("archive: fsync %s: %w", w.s.root, unwrapPath(err))
+		if rerr := w.s.fs.rename(w.s.Path(w.id, ".json"), w.tmpJSON); rerr != nil {
+			// The item stays visible although not known durable; say so.
+			w.s.log.Error("archive: cannot take back an item whose commit failed",
+				"id", w.id, "err", unwrapPath(rerr), "commit_err", err)
+			err = errors.Join(err, fmt.Errorf("archive: rename %s.json back to tmp/: %w", w.id, unwrapPath(rerr)))
+		}
+		return err
 	}
 	w.done = true
 	w.f.Close() // releases the lock; the data is already synced
 	return nil
 }
 
-func (w *Writer) fillEnvelope(env *Envelope) {
+func (w *fileWriter) fillEnvelope(env *Envelope) {
 	env.Version = Version
 	env.ID = w.id
 	if env.ArchivedAt.IsZero() {
@@ -346,9 +408,30 @@ func (s *Store) writeJSON(path string, env *Envelope) error {
 	return nil
 }
 
+// scratchSuffix marks a file under tmp/ that is being written to replace
+// ID.json: recovery removes a stale one (a complete ID.json is always there
+// beside it or none was needed).
+const scratchSuffix = ".json.new"
+
+// replaceJSON writes env to path+".new" durably and renames it over path.
+func (s *Store) replaceJSON(path string, env *Envelope) error {
+	scratch := strings.TrimSuffix(path, ".json") + scratchSuffix
+	if err := s.fs.remove(scratch); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("archive: remove stale %s: %w", filepath.Base(scratch), unwrapPath(err))
+	}
+	if err := s.writeJSON(scratch, env); err != nil {
+		return err
+	}
+	if err := s.fs.rename(scratch, path); err != nil {
+		s.fs.remove(scratch)
+		return fmt.Errorf("archive: rename %s: %w", filepath.Base(scratch), unwrapPath(err))
+	}
+	return nil
+}
+
 // Abort removes everything this writer created, wherever a failed Commit
 // left it. It is a no-op after a successful Commit.
-func (w *Writer) Abort() error {
+func (w *fileWriter) Abort() error {
 	if w.done {
 		return nil
 	}
@@ -357,7 +440,8 @@ func (w *Writer) Abort() error {
 	// takes these files for a crashed writer's; the .json first, so no
 	// item is visible for a moment without its message.
 	var errs []error
-	for _, p := range []string{w.s.Path(w.id, ".json"), w.tmpJSON, w.tmpEML, w.s.Path(w.id, ".eml")} {
+	scratch := filepath.Join(w.s.tmp, w.id+scratchSuffix)
+	for _, p := range []string{w.s.Path(w.id, ".json"), scratch, w.tmpJSON, w.tmpEML, w.s.Path(w.id, ".eml")} {
 		if err := w.s.fs.remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("archive: remove %s: %w", w.rel(p), unwrapPath(err)))
 		}
@@ -370,7 +454,7 @@ func (w *Writer) Abort() error {
 // already written stay under tmp/, where the next recovery sweep turns them
 // into an item marked recovered. The proxy uses it when the server has
 // accepted a message whose commit then failed.
-func (w *Writer) Close() error {
+func (w *fileWriter) Close() error {
 	if w.done {
 		return nil
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/postfix-archive/mailarchive/internal/archivetest"
 
 	"github.com/postfix-archive/mailarchive/archive"
+
+	"github.com/postfix-archive/mailarchive/internal/postfixtest"
 )
 
 // The archive lives on a 2 MiB tmpfs that fills up mid-run: once it is
@@ -19,11 +21,11 @@ import (
 // whose commit failed after the server took it).
 func TestArchiveDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
+		postfixtest.SkipOrFatal(t, "mounting a small tmpfs needs root")
 	}
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+		postfixtest.SkipOrFatal(t, "cannot mount a tmpfs here: %v %s", err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {

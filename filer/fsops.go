@@ -8,9 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"unsafe"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"golang.org/x/sys/unix"
 )
 
 // fsOps are the filesystem operations the filer performs, so tests can
@@ -29,11 +29,6 @@ var osOps = fsOps{
 	syncDir: archive.SyncDir,
 }
 
-const (
-	atFDCWD       = -0x64 // AT_FDCWD
-	flagNoReplace = 1     // RENAME_NOREPLACE
-)
-
 // renameNoReplace is rename(2) that never replaces the target:
 // renameat2(RENAME_NOREPLACE), atomic. Where the kernel or the filesystem
 // lacks it, it falls back to a check then a rename; that leaves a window in
@@ -41,34 +36,17 @@ const (
 // archive only a filer creates files in the dated tree, and filers of one
 // root exclude each other with the lock.
 func renameNoReplace(oldpath, newpath string) error {
-	if sysRenameat2 != 0 {
-		err := renameat2(oldpath, newpath, flagNoReplace)
-		if err == nil || !(errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EINVAL)) {
-			return err
-		}
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
+		return &os.LinkError{Op: "renameat2", Old: oldpath, New: newpath, Err: err}
 	}
 	if _, err := os.Lstat(newpath); err == nil {
 		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: syscall.EEXIST}
 	}
 	return os.Rename(oldpath, newpath)
-}
-
-func renameat2(oldpath, newpath string, flags uintptr) error {
-	p0, err := syscall.BytePtrFromString(oldpath)
-	if err != nil {
-		return err
-	}
-	p1, err := syscall.BytePtrFromString(newpath)
-	if err != nil {
-		return err
-	}
-	fd := atFDCWD
-	_, _, e := syscall.Syscall6(sysRenameat2, uintptr(fd), uintptr(unsafe.Pointer(p0)),
-		uintptr(fd), uintptr(unsafe.Pointer(p1)), flags, 0)
-	if e != 0 {
-		return &os.LinkError{Op: "renameat2", Old: oldpath, New: newpath, Err: e}
-	}
-	return nil
 }
 
 // copyNoReplace copies src to dst on another filesystem without ever

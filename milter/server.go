@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -26,40 +25,11 @@ import (
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("milter: server closed")
 
-// Policy says what to answer when a message cannot be archived.
-type Policy int
-
-const (
-	// PolicyTempfail answers 451 4.3.0: the client retries later and nothing
-	// enters the queue unarchived.
-	PolicyTempfail Policy = iota
-	// PolicyAccept lets the message through unarchived and logs an error.
-	PolicyAccept
-)
-
-// ParsePolicy parses "tempfail" or "accept".
-func ParsePolicy(s string) (Policy, error) {
-	switch s {
-	case "tempfail":
-		return PolicyTempfail, nil
-	case "accept":
-		return PolicyAccept, nil
-	}
-	return 0, fmt.Errorf("milter: unknown archive error policy %q (want tempfail or accept)", s)
-}
-
-func (p Policy) String() string {
-	if p == PolicyAccept {
-		return "accept"
-	}
-	return "tempfail"
-}
-
 // Config configures a Server.
 type Config struct {
-	Store          *archive.Store // required
-	Logger         *slog.Logger   // default: slog.Default()
-	OnArchiveError Policy
+	Store          archive.Archive // required
+	Logger         *slog.Logger    // default: slog.Default()
+	OnArchiveError archive.Policy
 	// AddHeader adds "X-Archive-ID: ID" to every message that was archived.
 	AddHeader bool
 	// Metrics, if not nil, counts messages, failures, commit latency and

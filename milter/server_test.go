@@ -321,7 +321,7 @@ func breakArchive(t *testing.T, dir string) func() {
 
 func TestArchiveFailureTempfail(t *testing.T) {
 	log, logBuf := bufLogger()
-	ts := startServer(t, milter.Config{OnArchiveError: milter.PolicyTempfail, AddHeader: true, Logger: log})
+	ts := startServer(t, milter.Config{OnArchiveError: archive.PolicyTempfail, AddHeader: true, Logger: log})
 	repair := breakArchive(t, ts.dir)
 	s := ts.client(t)
 	connectHelo(t, s, "helo.example")
@@ -356,7 +356,7 @@ func TestArchiveFailureTempfail(t *testing.T) {
 
 func TestArchiveFailureAccept(t *testing.T) {
 	log, logBuf := bufLogger()
-	ts := startServer(t, milter.Config{OnArchiveError: milter.PolicyAccept, AddHeader: true, Logger: log})
+	ts := startServer(t, milter.Config{OnArchiveError: archive.PolicyPass, AddHeader: true, Logger: log})
 	breakArchive(t, ts.dir)
 	s := ts.client(t)
 	connectHelo(t, s, "helo.example")
@@ -378,7 +378,7 @@ func TestArchiveFailureAccept(t *testing.T) {
 // client retries); with accept the bytes stay under tmp/ and the recovery
 // sweep makes them an item marked recovered.
 func TestArchiveFailureMidMessage(t *testing.T) {
-	for _, policy := range []milter.Policy{milter.PolicyTempfail, milter.PolicyAccept} {
+	for _, policy := range []archive.Policy{archive.PolicyTempfail, archive.PolicyPass} {
 		t.Run(policy.String(), func(t *testing.T) {
 			ts := startServer(t, milter.Config{OnArchiveError: policy})
 			s := ts.client(t)
@@ -404,7 +404,7 @@ func TestArchiveFailureMidMessage(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(ts.dir, id+".json")); err == nil {
 				t.Fatal("a .json was committed")
 			}
-			if policy == milter.PolicyTempfail {
+			if policy == archive.PolicyTempfail {
 				if act.Code != gomilter.ActReplyCode || act.SMTPCode != 451 {
 					t.Fatalf("reply %+v, want 451", act)
 				}

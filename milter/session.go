@@ -49,7 +49,7 @@ type transaction struct {
 	mailFrom *archive.MailFrom
 	rcpts    []archive.Rcpt
 	macros   map[string]string
-	w        *archive.Writer
+	w        archive.Writer
 	bw       *bufio.Writer
 	err      error // the first archiving error; later writes are skipped
 	eoh      bool  // the empty line after the header is written
@@ -264,7 +264,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	if tx.w != nil {
 		size = tx.w.Size()
 		attrs = append(attrs, "id", tx.w.ID())
-		if policy == PolicyAccept {
+		if policy == archive.PolicyPass {
 			// The message goes through: keep what was written under tmp/,
 			// where the recovery sweep makes it an item marked recovered.
 			tx.w.Close()
@@ -275,7 +275,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		}
 	}
 	attrs = append(attrs, "size", size, "duration", time.Since(tx.start).Round(time.Millisecond), "err", tx.err)
-	if policy == PolicyAccept {
+	if policy == archive.PolicyPass {
 		met.MessageDone(metrics.OutcomeNotArchived, 0)
 		s.log.Error("MESSAGE NOT ARCHIVED: archive failed, message accepted anyway (--on-archive-error=accept)",
 			append(attrs, "outcome", metrics.OutcomeNotArchived)...)

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -104,11 +103,10 @@ func archiveMessage(c config, p IO) (*os.File, string, error) {
 		return nil, "", err
 	}
 	id := w.ID()
-	// The layout is the archive contract: a writer's file is tmp/ID.eml.
-	msg, err := os.Open(filepath.Join(st.Root(), "tmp", id+".eml"))
+	msg, err := w.Reopen()
 	if err != nil {
 		w.Abort()
-		return nil, "", fmt.Errorf("archive: open tmp/%s.eml for reading: %w", id, err)
+		return nil, "", err
 	}
 	fail := func(err error) (*os.File, string, error) {
 		msg.Close()

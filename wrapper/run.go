@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // forwarded are the signals passed on to COMMAND while it runs, so that
@@ -70,7 +72,7 @@ func execCommand(argv []string, msg *os.File, id string, p IO) int {
 	}
 	// Dup2 leaves the new descriptor without close-on-exec, so COMMAND
 	// inherits it as fd 0; msg itself closes on exec.
-	if err := syscall.Dup2(int(msg.Fd()), 0); err != nil {
+	if err := unix.Dup2(int(msg.Fd()), 0); err != nil {
 		return fail(fmt.Errorf("stdin: %w", err))
 	}
 	return fail(syscall.Exec(path, argv, env))

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/postfix-archive/mailarchive/internal/postfixtest"
 )
 
 type testUser struct {
@@ -27,10 +29,10 @@ func (u testUser) cred() *syscall.Credential {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates users and installs a setuid binary")
+		postfixtest.SkipOrFatal(t, "needs root: creates users and installs a setuid binary")
 	}
 	if _, err := exec.LookPath("useradd"); err != nil {
-		t.Skip("needs useradd")
+		postfixtest.SkipOrFatal(t, "needs useradd")
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
 	"github.com/postfix-archive/mailarchive/internal/daemon"
-	"github.com/postfix-archive/mailarchive/internal/metrics"
 	"github.com/postfix-archive/mailarchive/milter"
 )
 
@@ -43,7 +42,7 @@ func run(args []string) int {
 	socketMode := fs.String("socket-mode", "0660", "octal `MODE` of a unix socket")
 	socketGroup := fs.String("socket-group", "", "give a unix socket (and the directory it creates for it) `GROUP`, one that user postfix is in (default: the archiver's own group)")
 	dir := fs.StringP("archive-dir", "d", "/var/spool/mailarchive", "archive root `DIR`")
-	onErr := fs.String("on-archive-error", "tempfail", "when a message cannot be archived: tempfail (client retries) or accept (deliver unarchived, log an error)")
+	onErr := fs.String("on-archive-error", "tempfail", "when a message cannot be archived: tempfail (client retries) or pass (deliver unarchived, log an error; accept is the same)")
 	addHeader := fs.Bool("add-header", false, "add \"X-Archive-ID: ID\" to each archived message")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long to wait for messages in flight")
 	recoverEvery := fs.Duration("recover-interval", 5*time.Minute, "how often to recover items left under tmp/ by a crashed writer (0: only at start-up)")
@@ -52,7 +51,7 @@ func run(args []string) int {
 	if code, done := df.Parse(args, usageText); done {
 		return code
 	}
-	policy, err := milter.ParsePolicy(*onErr)
+	policy, err := archive.ParsePolicy(*onErr)
 	if err != nil {
 		return df.Usagef("%v", err)
 	}
@@ -92,7 +91,7 @@ func run(args []string) int {
 		return 1
 	}
 	// Healthy while a message could be archived now.
-	met, err := d.ServeMetrics(df, "milter", metrics.ArchiveWritable(*dir))
+	met, err := d.ServeMetrics(df, "milter", store.Probe)
 	if err != nil {
 		return 1
 	}

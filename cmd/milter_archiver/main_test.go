@@ -22,7 +22,7 @@ func TestFlags(t *testing.T) {
 		{Args: []string{"--help"}, Code: 0, Out: "--socket-group GROUP"},
 		{Args: []string{"--help"}, Code: 0, Out: "--log-target TARGET"},
 		{Args: []string{"--version"}, Code: 0, Out: "milter_archiver "},
-		{Args: []string{"--on-archive-error=maybe"}, Code: 2, Out: "want tempfail or accept"},
+		{Args: []string{"--on-archive-error=maybe"}, Code: 2, Out: "want tempfail or pass"},
 		{Args: []string{"--socket-mode=rw"}, Code: 2, Out: "want an octal mode"},
 		{Args: []string{"--socket-group=no-such-group-here"}, Code: 2, Out: `--socket-group: milter: socket group "no-such-group-here"`},
 		{Args: []string{"--log-target=journal"}, Code: 2, Out: "want stderr or syslog"},

@@ -55,7 +55,7 @@ func run(args []string) int {
 	if code, done := df.Parse(args, usage); done {
 		return code
 	}
-	policy, err := proxy.ParsePolicy(*onErr)
+	policy, err := archive.ParsePolicy(*onErr)
 	if err != nil {
 		return df.Usagef("--on-archive-error: %v", err)
 	}
@@ -76,7 +76,7 @@ func run(args []string) int {
 	// Healthy while a message could be archived now and the reinjection
 	// smtpd greets (it logs a clean connect/QUIT per check).
 	met, err := d.ServeMetrics(df, "proxy", metrics.All(
-		metrics.ArchiveWritable(*dir),
+		store.Probe,
 		metrics.SMTPReady(*server, 5*time.Second)))
 	if err != nil {
 		return 1

@@ -4,9 +4,7 @@ package archivetest
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
-	"strings"
+	"io"
 	"sync"
 	"testing"
 
@@ -19,25 +17,35 @@ type Item struct {
 	EML []byte
 }
 
-// ReadItems returns the complete items (those with an ID.json) in an
-// archive root.
+// ReadItems returns the complete items of an archive root, in the root and
+// in the dated tree, through the archive's read API. Damage (an envelope
+// without its message, a filed message without its envelope) fails the test.
 func ReadItems(t testing.TB, dir string) []Item {
 	t.Helper()
-	js, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	r, err := archive.OpenReader(dir, archive.ReaderOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []Item
-	for _, j := range js {
-		env, err := archive.ReadEnvelope(j)
+	err = r.Walk(func(it archive.Item) error {
+		env, err := it.Envelope()
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		eml, err := os.ReadFile(strings.TrimSuffix(j, ".json") + ".eml")
+		f, err := it.Open()
 		if err != nil {
-			t.Fatal(err)
+			return err
+		}
+		defer f.Close()
+		eml, err := io.ReadAll(f)
+		if err != nil {
+			return err
 		}
 		out = append(out, Item{env, eml})
+		return nil
+	}, func(p archive.Problem) { t.Errorf("archive damaged: %v", p) })
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

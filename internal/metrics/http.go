@@ -2,14 +2,10 @@ package metrics
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -80,51 +76,9 @@ func All(checks ...func() error) func() error {
 	}
 }
 
-// ArchiveWritable checks that a message could be archived under dir now:
-// it creates a probe file in dir/tmp/ (O_EXCL, mode 0600), writes a byte,
-// and removes it. The name, ".healthz-PID-RANDOM", is no archive ID, so
-// the recovery sweep never takes a probe left by a crash for a message
-// (the filer reports it as foreign in tmp/; delete it).
-func ArchiveWritable(dir string) func() error {
-	tmp := filepath.Join(dir, "tmp")
-	return func() error {
-		var rnd [6]byte
-		rand.Read(rnd[:])
-		p := filepath.Join(tmp, fmt.Sprintf(".healthz-%d-%s", os.Getpid(), hex.EncodeToString(rnd[:])))
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return fmt.Errorf("archive not writable: %w", err)
-		}
-		_, werr := f.Write([]byte{'\n'})
-		cerr := f.Close()
-		rerr := os.Remove(p)
-		if err := errors.Join(werr, cerr); err != nil {
-			return fmt.Errorf("archive not writable: %w", err)
-		}
-		if rerr != nil {
-			return fmt.Errorf("archive: cannot remove health probe: %w", rerr)
-		}
-		return nil
-	}
-}
-
-// TCPReachable checks that something accepts TCP connections on addr.
-// Each check is one connection; against Postfix's smtpd that logs
-// "lost connection after CONNECT" every time, so prefer SMTPReady there.
-func TCPReachable(addr string, timeout time.Duration) func() error {
-	return func() error {
-		c, err := net.DialTimeout("tcp", addr, timeout)
-		if err != nil {
-			return fmt.Errorf("%s unreachable: %w", addr, err)
-		}
-		c.Close()
-		return nil
-	}
-}
-
 // SMTPReady checks that the SMTP server at addr greets with 220, then says
 // QUIT, so that Postfix logs a clean "disconnect ... quit=1" rather than a
-// lost connection. Like TCPReachable, but checks the server is serving.
+// lost connection.
 func SMTPReady(addr string, timeout time.Duration) func() error {
 	return func() error {
 		c, err := net.DialTimeout("tcp", addr, timeout)

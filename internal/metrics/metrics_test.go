@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -162,31 +161,6 @@ func TestServe(t *testing.T) {
 	}
 }
 
-func TestArchiveWritable(t *testing.T) {
-	dir := t.TempDir()
-	check := metrics.ArchiveWritable(dir)
-	if err := check(); err == nil {
-		t.Error("healthy without tmp/")
-	}
-	if err := os.Mkdir(filepath.Join(dir, "tmp"), 0o750); err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		if err := check(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
-		t.Errorf("probe left behind: %v", ents)
-	}
-	// A read-only tmp/ (root ignores modes: make it a file instead).
-	os.Remove(filepath.Join(dir, "tmp"))
-	os.WriteFile(filepath.Join(dir, "tmp"), nil, 0o600)
-	if err := check(); err == nil || !strings.Contains(err.Error(), "archive not writable") {
-		t.Errorf("tmp/ not a directory: %v", err)
-	}
-}
-
 func TestAll(t *testing.T) {
 	ok := func() error { return nil }
 	e1 := func() error { return errors.New("one") }
@@ -215,7 +189,7 @@ func TestReachable(t *testing.T) {
 			c.Write([]byte("220-smtp.example ESMTP\r\n220 go ahead\r\n"))
 			b := make([]byte, 64)
 			c.SetReadDeadline(time.Now().Add(time.Second))
-			n, _ := c.Read(b) // TCPReachable sends nothing: n == 0
+			n, _ := c.Read(b)
 			if n > 0 {
 				select {
 				case quit <- string(b[:n]):
@@ -226,9 +200,6 @@ func TestReachable(t *testing.T) {
 			c.Close()
 		}
 	}()
-	if err := metrics.TCPReachable(addr, time.Second)(); err != nil {
-		t.Error(err)
-	}
 	if err := metrics.SMTPReady(addr, time.Second)(); err != nil {
 		t.Error(err)
 	}
@@ -236,9 +207,6 @@ func TestReachable(t *testing.T) {
 		t.Errorf("SMTPReady sent %q", got)
 	}
 	ln.Close()
-	if err := metrics.TCPReachable(addr, time.Second)(); err == nil {
-		t.Error("closed port reachable")
-	}
 	if err := metrics.SMTPReady(addr, time.Second)(); err == nil {
 		t.Error("closed port ready")
 	}

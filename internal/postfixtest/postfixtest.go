@@ -88,7 +88,9 @@ const cmdTimeout = 60 * time.Second
 // failure, never a skip.
 func onCI() bool { return os.Getenv("CI") == "true" }
 
-func skipOrFatal(t testing.TB, format string, args ...any) {
+// SkipOrFatal skips the test, or fails it under CI (CI=true), where a missing
+// peer or privilege must never pass as a skip.
+func SkipOrFatal(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if onCI() {
 		t.Fatalf(format+" (CI=true: not skipping)", args...)
@@ -103,11 +105,11 @@ func Require(t testing.TB) {
 	t.Helper()
 	for _, p := range []string{PostfixCmd, PostconfCmd, PostqueueCmd, SendmailCmd} {
 		if _, err := os.Stat(p); err != nil {
-			skipOrFatal(t, "postfixtest: Postfix not installed (%v); run scripts/install-peers.sh", err)
+			SkipOrFatal(t, "postfixtest: Postfix not installed (%v); run scripts/install-peers.sh", err)
 		}
 	}
 	if os.Geteuid() != 0 {
-		skipOrFatal(t, "postfixtest: a private Postfix instance needs root")
+		SkipOrFatal(t, "postfixtest: a private Postfix instance needs root")
 	}
 }
 
@@ -117,7 +119,7 @@ func RequireCommand(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		skipOrFatal(t, "postfixtest: %s not found (%v); run scripts/install-peers.sh", name, err)
+		SkipOrFatal(t, "postfixtest: %s not found (%v); run scripts/install-peers.sh", name, err)
 	}
 	return p
 }
@@ -171,7 +173,6 @@ type Instance struct {
 	stopOnce sync.Once
 	stopErr  error
 	mu       sync.Mutex
-	reloads  int // "reload" lines seen in the log
 }
 
 // Start creates and starts an instance for t, and stops it when t ends. It

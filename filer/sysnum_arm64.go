@@ -1,6 +1,0 @@
-//go:build linux
-
-package filer
-
-// sysRenameat2 is renameat2(2) on linux/arm64.
-const sysRenameat2 = 276
