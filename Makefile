@@ -60,8 +60,12 @@ unit:
 
 test: peers vet fmt-check cross build unit
 
+# Built, not "go run": a signal to make (or a closed pipe, make demo | head)
+# then reaches the demo itself, which stops the sink and the proxy.
+# DEMO_FLAGS=--keep leaves them running for your own mail until ^C.
 demo: build
-	$(GO) run ./scripts/demo
+	$(GO) build -o bin/demo ./scripts/demo
+	bin/demo $(DEMO_FLAGS)
 
 # BENCHFLAGS: e.g. "-scale 0.25 -rounds 3 -only proxy,memory" (go run ./scripts/bench -h)
 bench: build
