@@ -101,10 +101,10 @@ func hookFixture(t *testing.T) *fixture {
 		"From: =?UTF-8?Q?J=C3=B6rg?= <jorg@example.org>\r\nTo: team@example.net\r\nSubject: quarterly figures\r\n" +
 		"Message-ID: <q1@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nthe numbers are r=C3=A9sum=C3=A9 ready\r\n"
 	f.put("proxy", day(13), archive.Envelope{Source: "proxy", Outcome: "accepted", MailFrom: &archive.MailFrom{Addr: "jorg@example.org"},
-		RcptTo: []archive.Rcpt{{Addr: "team@example.net", Accepted: true}, {Addr: "auditor@example.net", Accepted: true}},
+		RcptTo:  []archive.Rcpt{{Addr: "team@example.net", Accepted: true}, {Addr: "auditor@example.net", Accepted: true}},
 		QueueID: "4QID000001"}, msg)
 	f.put("milter", day(13).Add(time.Second), archive.Envelope{Source: "milter", Outcome: "accepted", MailFrom: &archive.MailFrom{Addr: "jorg@example.org"},
-		RcptTo: []archive.Rcpt{{Addr: "team@example.net", Accepted: true}, {Addr: "auditor@example.net", Accepted: true}},
+		RcptTo:  []archive.Rcpt{{Addr: "team@example.net", Accepted: true}, {Addr: "auditor@example.net", Accepted: true}},
 		QueueID: "4QID000001", Macros: map[string]string{"i": "4QID000001"}}, msg)
 	f.put("wrapper", day(13).Add(2*time.Second), archive.Envelope{Source: "wrapper", Outcome: "accepted", Tags: []string{"inbox"},
 		Env: map[string]string{"SENDER": "jorg@example.org", "RECIPIENT": "auditor@example.net"}},
