@@ -81,9 +81,10 @@ func Extract(r io.Reader, opt Options) *Doc {
 	// cannot take unbounded memory, and so that its raw text is at hand
 	// when it does not parse.
 	head, _ := br.Peek(headerCap)
-	hr := bufio.NewReader(bytes.NewReader(head))
+	src := bytes.NewReader(head)
+	hr := bufio.NewReader(src)
 	th, err := textproto.ReadHeader(hr)
-	consumed := len(head) - hr.Buffered()
+	consumed := len(head) - src.Len() - hr.Buffered()
 	if len(head) == headerCap && err != nil && consumed >= len(head) {
 		err = fmt.Errorf("header section longer than %d KiB", headerCap>>10)
 	}

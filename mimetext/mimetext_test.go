@@ -213,3 +213,14 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+// TestLongMessage: a message larger than the reader's buffers keeps its
+// body (the header is parsed from a copy of the start).
+func TestLongMessage(t *testing.T) {
+	body := strings.Repeat("filler words here\r\n", 2000) + "lastword\r\n"
+	msg := "Subject: long\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfirstword\r\n" + body + "--b--\r\n"
+	d := mimetext.Extract(strings.NewReader(msg), mimetext.Options{})
+	if !strings.HasPrefix(d.Text, "firstword") || !strings.Contains(d.Text, "lastword") || d.Problem != "" {
+		t.Errorf("Text %q... (problem %q)", d.Text[:min(40, len(d.Text))], d.Problem)
+	}
+}

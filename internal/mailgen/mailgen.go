@@ -150,7 +150,8 @@ func (g *Gen) Next() Msg {
 		w := quotedprintable.NewWriter(&b)
 		w.Write([]byte(strings.ReplaceAll(s, "\r\n", "\n")))
 		w.Close()
-		return strings.ReplaceAll(b.String(), "\n", "\r\n")
+		return b.String() // the writer ends lines with CRLF
+
 	}
 	alt := func(w *bytes.Buffer, boundary string) {
 		fmt.Fprintf(w, "--%s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n%s\r\n", boundary, qp(text+"grüße\r\n"))
