@@ -32,8 +32,8 @@ func (w *Writer) mbox(env *archive.Envelope, msg io.Reader) (int64, error) {
 	if err != nil {
 		return n, fmt.Errorf("export: %w", err)
 	}
-	end := "\n"
-	if last != '\n' {
+	end := "\n" // the empty line between messages
+	if n > 0 && last != '\n' {
 		end = "\n\n"
 	}
 	if _, err := w.buf.WriteString(end); err != nil {
