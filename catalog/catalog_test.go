@@ -396,3 +396,7 @@ func TestFilerDuringUpdate(t *testing.T) {
 		t.Errorf("found %d items", len(got))
 	}
 }
+
+func openReader(root string) (*archive.Reader, error) {
+	return archive.OpenReader(root, archive.ReaderOptions{})
+}

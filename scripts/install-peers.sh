@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install-peers.sh: install the real programs the end-to-end tests talk to,
-# when they are missing: Postfix, swaks, miltertest, socat and python3.
+# when they are missing: Postfix, swaks, miltertest, socat, python3 and notmuch
+# (the read side's differential search test).
 #
 # Idempotent: when everything is present it does nothing and touches no
 # package database. Otherwise it runs "apt-get update" once and installs only
@@ -23,6 +24,7 @@ declare -A want=(
 	[socat]=socat
 	[python3]=python3
 	[script]=bsdutils
+	[notmuch]=notmuch
 )
 
 have() {
@@ -44,7 +46,7 @@ for prog in "${!want[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-	echo "install-peers: all peers present (postfix, swaks, miltertest, socat, python3)"
+	echo "install-peers: all peers present (postfix, swaks, miltertest, socat, python3, notmuch)"
 	exit 0
 fi
 
