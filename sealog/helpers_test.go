@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -161,3 +162,5 @@ func (a *testArchive) days(n int) []string {
 	a.seal()
 	return ids
 }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }

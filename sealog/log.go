@@ -15,13 +15,13 @@ import (
 
 // Files of a log directory besides the C2SP tiles.
 const (
-	checkpointFile = "checkpoint"   // the latest signed checkpoint (C2SP)
-	historyDir     = "checkpoints"  // every checkpoint ever signed, by tree size
-	lockFile       = "lock"         // flock(2) of the one appender
-	idsFile        = "logged-ids"   // cache: the IDs in the log (rebuildable from the entries)
-	publishedFile  = "published"    // cache: tree size last handed to --publish
-	manifestDir    = "manifest"     // day MANIFESTs, YYYY/MM/DD
-	pendingDir     = "pending"      // audit: entries waiting to be sealed
+	checkpointFile = "checkpoint"  // the latest signed checkpoint (C2SP)
+	historyDir     = "checkpoints" // every checkpoint ever signed, by tree size
+	lockFile       = "lock"        // flock(2) of the one appender
+	idsFile        = "logged-ids"  // cache: the IDs in the log (rebuildable from the entries)
+	publishedFile  = "published"   // cache: tree size last handed to --publish
+	manifestDir    = "manifest"    // day MANIFESTs, YYYY/MM/DD
+	pendingDir     = "pending"     // audit: entries waiting to be sealed
 )
 
 // crashHook, when set (tests), is called at each step of an append; a test

@@ -141,7 +141,7 @@ func (s *store) hashReader(size int64, extra map[int64]tlog.Hash) tlog.HashReade
 				return nil, fmt.Errorf("sealog: hash %d is not in a tree of size %d", x, size)
 			}
 			rel := TilePath(t.L, t.N, t.W)
-			data, err := s.read(rel)
+			data, err := s.readTile(rel, TilePath(t.L, t.N, tileWidth), t.W*tlog.HashSize)
 			if err != nil {
 				return nil, fmt.Errorf("sealog: read %s: %w", rel, err)
 			}
@@ -160,14 +160,9 @@ func (s *store) entries(size, from, to int64) ([][]byte, error) {
 	var out [][]byte
 	for n := from / tileWidth; n*tileWidth < to; n++ {
 		w := tileWidthAt(size, 0, n)
-		rel := EntriesPath(n, w)
-		data, err := os.ReadFile(filepath.Join(s.dir, rel))
+		es, err := s.bundle(n, w)
 		if err != nil {
-			return nil, fmt.Errorf("sealog: read %s: %w", rel, err)
-		}
-		es, err := parseBundle(data, w)
-		if err != nil {
-			return nil, fmt.Errorf("sealog: %s: %w", rel, err)
+			return nil, err
 		}
 		lo, hi := int64(0), int64(w)
 		if n*tileWidth < from {
@@ -179,6 +174,41 @@ func (s *store) entries(size, from, to int64) ([][]byte, error) {
 		out = append(out, es[lo:hi]...)
 	}
 	return out, nil
+}
+
+// readTile reads a partial tile, or, when it is gone (a later append made
+// the tile full and removed it), the first n bytes of the full tile: C2SP
+// readers do the same.
+func (s *store) readTile(rel, full string, n int) ([]byte, error) {
+	data, err := s.read(rel)
+	if errors.Is(err, fs.ErrNotExist) && rel != full {
+		if d, ferr := s.read(full); ferr == nil && len(d) >= n {
+			return d[:n], nil
+		}
+	}
+	return data, err
+}
+
+// bundle reads entry bundle n at width w, falling back to the prefix of
+// the full bundle as readTile does.
+func (s *store) bundle(n int64, w int) ([][]byte, error) {
+	rel := EntriesPath(n, w)
+	data, err := os.ReadFile(filepath.Join(s.dir, rel))
+	if errors.Is(err, fs.ErrNotExist) && w < tileWidth {
+		if d, ferr := os.ReadFile(filepath.Join(s.dir, EntriesPath(n, tileWidth))); ferr == nil {
+			if es, perr := parseBundle(d, tileWidth); perr == nil {
+				return es[:w], nil
+			}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sealog: read %s: %w", rel, err)
+	}
+	es, err := parseBundle(data, w)
+	if err != nil {
+		return nil, fmt.Errorf("sealog: %s: %w", rel, err)
+	}
+	return es, nil
 }
 
 // writeFile writes rel atomically and durably: a temporary name in the same

@@ -23,18 +23,18 @@ import (
 
 // Finding kinds, as verify names them.
 const (
-	FindAlteredEML = "altered-eml"       // the .eml differs from its leaf
-	FindAlteredJSON = "altered-json"     // the .json differs from its leaf
-	FindRemoved    = "removed"           // a leaf with no files and no tombstone
-	FindDayRemoved = "day-removed"       // a sealed day's directory is gone
-	FindInserted   = "inserted"          // files in a sealed day with no leaf
-	FindLate       = "late"              // logged after its day was sealed
-	FindManifest   = "manifest"          // a day MANIFEST missing, altered or off the chain
-	FindTruncated  = "truncated"         // the log holds fewer entries than its checkpoint says
-	FindRollback   = "rollback"          // a newer checkpoint exists than the log's
-	FindRewritten  = "history-rewritten" // consistency fails, or signed by another key
-	FindCorrupt    = "log-corrupt"       // a tile or entry that does not decode or match
-	FindDamaged    = "damaged"           // an item the read API reports as damaged
+	FindAlteredEML  = "altered-eml"       // the .eml differs from its leaf
+	FindAlteredJSON = "altered-json"      // the .json differs from its leaf
+	FindRemoved     = "removed"           // a leaf with no files and no tombstone
+	FindDayRemoved  = "day-removed"       // a sealed day's directory is gone
+	FindInserted    = "inserted"          // files in a sealed day with no leaf
+	FindLate        = "late"              // logged after its day was sealed
+	FindManifest    = "manifest"          // a day MANIFEST missing, altered or off the chain
+	FindTruncated   = "truncated"         // the log holds fewer entries than its checkpoint says
+	FindRollback    = "rollback"          // a newer checkpoint exists than the log's
+	FindRewritten   = "history-rewritten" // consistency fails, or signed by another key
+	FindCorrupt     = "log-corrupt"       // a tile or entry that does not decode or match
+	FindDamaged     = "damaged"           // an item the read API reports as damaged
 )
 
 // Finding is one thing verify (or seal) found wrong.
@@ -152,14 +152,9 @@ func verifyTree(dir string, v note.Verifier, external []byte, rep *Report) (*che
 	for n := int64(0); n*tileWidth < cp.Size; n++ {
 		w := tileWidthAt(cp.Size, 0, n)
 		rel := EntriesPath(n, w)
-		data, err := os.ReadFile(filepath.Join(dir, rel))
+		es, err := st.bundle(n, w)
 		if err != nil {
 			rep.add(Finding{Kind: FindTruncated, Path: rel, Detail: fmt.Sprintf("the log ends at %d entries, its checkpoint says %d (%v)", n*tileWidth, cp.Size, unwrapPath(err))})
-			break
-		}
-		es, err := parseBundle(data, w)
-		if err != nil {
-			rep.add(Finding{Kind: FindTruncated, Path: rel, Detail: fmt.Sprintf("entry bundle: %v; checkpoint says %d entries", err, cp.Size)})
 			break
 		}
 		cl.leaves = append(cl.leaves, es...)
@@ -179,7 +174,7 @@ func verifyTree(dir string, v note.Verifier, external []byte, rep *Report) (*che
 	for _, t := range tlog.NewTiles(TileHeight, 0, cp.Size) {
 		rel := TilePath(t.L, t.N, t.W)
 		want, _ := tlog.ReadTileData(t, cl.hashes)
-		have, err := st.read(rel)
+		have, err := st.readTile(rel, TilePath(t.L, t.N, tileWidth), len(want))
 		if err != nil {
 			rep.add(Finding{Kind: FindCorrupt, Path: rel, Detail: "hash tile missing: " + unwrapPath(err).Error()})
 		} else if !bytes.Equal(have, want) {
@@ -312,8 +307,8 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 	}
 
 	// Days: each MANIFEST must hash to its leaf and chain to the previous.
-	sealedAt := map[string]int64{}       // day -> leaf index of its seal
-	inManifest := map[string]string{}    // ID -> day
+	sealedAt := map[string]int64{}    // day -> leaf index of its seal
+	inManifest := map[string]string{} // ID -> day
 	presentDays := map[string]bool{}
 	days, err := rd.Days()
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -429,6 +424,28 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	// The audit trail: the same checks of its tree and history.
+	adir := AuditDir(o.Root)
+	if _, err := os.Stat(filepath.Join(adir, checkpointFile)); err == nil && o.Dir == LogDir(o.Root) {
+		arep := &Report{}
+		acl, err := verifyTree(adir, o.Verifier, nil, arep)
+		if err != nil {
+			return nil, fmt.Errorf("sealog: audit trail: %w", err)
+		}
+		if acl != nil {
+			for i, e := range acl.leaves {
+				if _, err := ParseAuditEntry(e); err != nil {
+					arep.add(Finding{Kind: FindCorrupt, Leaf: leafRef(int64(i)), Detail: err.Error()})
+				}
+			}
+		}
+		for _, f := range arep.Findings {
+			f.Path = filepath.Join("audit", f.Path)
+			f.Detail = "audit trail: " + f.Detail
+			rep.add(f)
+		}
+		rep.Checkpoints += arep.Checkpoints
 	}
 	sort.SliceStable(rep.Findings, func(i, j int) bool {
 		a, b := rep.Findings[i], rep.Findings[j]
