@@ -108,6 +108,23 @@ func (l *Log) load() error {
 	return nil
 }
 
+// ensureCheckpoint signs the empty tree's checkpoint for a new log, so
+// that verify has something to check from the first seal on.
+func (l *Log) ensureCheckpoint() error {
+	if l.signed != nil {
+		return nil
+	}
+	signed, err := signCheckpoint(l.cp, l.signer)
+	if err != nil {
+		return err
+	}
+	if err := l.st.writeFile(checkpointFile, signed, 0o644); err != nil {
+		return err
+	}
+	l.signed = signed
+	return l.st.writeFile(historyPath(0), signed, 0o644)
+}
+
 // Close releases the lock.
 func (l *Log) Close() error {
 	if l.lock == nil {

@@ -77,6 +77,9 @@ func Seal(ctx context.Context, o SealOptions) (SealResult, error) {
 		return res, err
 	}
 	defer lg.Close()
+	if err := lg.ensureCheckpoint(); err != nil {
+		return res, err
+	}
 	st, err := loadState(lg)
 	if err != nil {
 		return res, err

@@ -307,3 +307,9 @@ func (s *store) removePartialsBut(fullRel string, keep int) {
 		os.Remove(pdir)
 	}
 }
+
+// TileReader returns a hash reader over the tiles of the log in dir at
+// tree size size, for proofs (tlog.ProveRecord, tlog.ProveTree).
+func TileReader(dir string, size int64) tlog.HashReader {
+	return newStore(dir).hashReader(size, nil)
+}

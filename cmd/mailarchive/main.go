@@ -13,11 +13,19 @@ import (
 
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
 	"github.com/postfix-archive/mailarchive/internal/cli"
+	"github.com/postfix-archive/mailarchive/sealog/sealcmd"
 )
 
 // commands, in the order --help lists them. Each helper package adds its
 // subcommands here, one line each.
-var commands = []cli.Command{}
+var commands = []cli.Command{
+	sealcmd.Keygen,
+	sealcmd.Seal,
+	sealcmd.Verify,
+	sealcmd.Proof,
+	sealcmd.VerifyProof,
+	sealcmd.Audit,
+}
 
 const usageHead = `Usage: mailarchive COMMAND [flags] [ARGS]
 
