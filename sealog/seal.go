@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
@@ -263,6 +264,10 @@ func itemLeaf(it archive.Item) (Leaf, error) {
 	return Leaf{Kind: KindItem, ID: it.ID, EMLSHA256: sum, EMLSize: size, JSONSHA256: hex.EncodeToString(js[:])}, nil
 }
 
+// hashBufs are the read buffers of HashFile: verify hashes files by the
+// hundred thousand, and a fresh large buffer each is most of its garbage.
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
+
 // HashFile returns the hex sha256 and size of a file.
 func HashFile(path string) (string, int64, error) {
 	f, err := os.Open(path)
@@ -271,8 +276,9 @@ func HashFile(path string) (string, int64, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	buf := make([]byte, 256<<10)
-	n, err := io.CopyBuffer(h, f, buf)
+	bp := hashBufs.Get().(*[]byte)
+	defer hashBufs.Put(bp)
+	n, err := io.CopyBuffer(h, struct{ io.Reader }{f}, *bp)
 	if err != nil {
 		return "", 0, err
 	}
