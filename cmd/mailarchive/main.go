@@ -13,6 +13,7 @@ import (
 
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
 	"github.com/postfix-archive/mailarchive/internal/cli"
+	"github.com/postfix-archive/mailarchive/reconcile"
 	"github.com/postfix-archive/mailarchive/sealog/sealcmd"
 )
 
@@ -25,6 +26,7 @@ var commands = []cli.Command{
 	sealcmd.Proof,
 	sealcmd.VerifyProof,
 	sealcmd.Audit,
+	reconcile.Command,
 }
 
 const usageHead = `Usage: mailarchive COMMAND [flags] [ARGS]
