@@ -64,7 +64,7 @@ func ParseLine(line string, year int, loc *time.Location) (ev Event, ok bool) {
 	}
 	prog := m[4]
 	i := strings.LastIndexByte(prog, '/')
-	if i < 0 || !strings.HasPrefix(prog, "postfix") {
+	if i < 0 || i == len(prog)-1 || !strings.HasPrefix(prog, "postfix") {
 		return ev, false // postfix/smtpd, postfix-out/smtp (multi-instance syslog_name)
 	}
 	ev.Daemon, ev.Host = prog[i+1:], m[3]
