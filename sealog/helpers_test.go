@@ -164,3 +164,12 @@ func (a *testArchive) days(n int) []string {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+func openReader(t *testing.T, root string) *archive.Reader {
+	t.Helper()
+	rd, err := archive.OpenReader(root, archive.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rd
+}

@@ -420,6 +420,9 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 		}
 		return nil
 	}, func(p archive.Problem) {
+		if _, logged := items[p.ID]; logged && errors.Is(p.Err, archive.ErrMissingMessage) {
+			return // the re-hash reports it as removed
+		}
 		rep.add(Finding{Kind: FindDamaged, ID: p.ID, Path: p.Path, Detail: p.Err.Error()})
 	})
 	if err != nil {
