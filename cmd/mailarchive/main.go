@@ -14,6 +14,8 @@ import (
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
 	"github.com/postfix-archive/mailarchive/internal/cli"
 	"github.com/postfix-archive/mailarchive/internal/readcmd"
+	"github.com/postfix-archive/mailarchive/reconcile"
+	"github.com/postfix-archive/mailarchive/sealog/sealcmd"
 )
 
 // commands, in the order --help lists them. Each helper package adds its
@@ -24,6 +26,13 @@ var commands = []cli.Command{
 	readcmd.Show,
 	readcmd.Export,
 	readcmd.Stats,
+	sealcmd.Keygen,
+	sealcmd.Seal,
+	sealcmd.Verify,
+	sealcmd.Proof,
+	sealcmd.VerifyProof,
+	sealcmd.Audit,
+	reconcile.Command,
 }
 
 const usageHead = `Usage: mailarchive COMMAND [flags] [ARGS]
