@@ -285,20 +285,28 @@ func shortError(err error) string {
 // CheckBucket says whether the bucket exists, we may use it, and it has
 // Object Lock enabled.
 func (s *Store) CheckBucket(ctx context.Context) (locked bool, err error) {
-	if _, err := s.c.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.Bucket}); err != nil {
-		err = classify("HeadBucket", s.Bucket, err)
-		if errors.Is(err, ErrNotFound) {
-			err = &Error{Kind: ErrDenied, Msg: fmt.Sprintf("bucket %s does not exist", s.Bucket), Err: err}
-		}
-		return false, err
-	}
+	// A GET, not HeadBucket: an answer to HEAD has no body, so its error
+	// says "Forbidden" where this one says SignatureDoesNotMatch,
+	// InvalidAccessKeyId or NoSuchBucket.
 	out, err := s.c.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: &s.Bucket})
 	if err != nil {
 		var ae smithy.APIError
-		if errors.As(err, &ae) && ae.ErrorCode() == "ObjectLockConfigurationNotFoundError" {
-			return false, nil
+		if errors.As(err, &ae) {
+			switch ae.ErrorCode() {
+			case "ObjectLockConfigurationNotFoundError":
+				return false, nil
+			case "NoSuchBucket":
+				return false, &Error{Kind: ErrDenied, Msg: fmt.Sprintf("bucket %s does not exist", s.Bucket), Err: err}
+			}
 		}
-		return false, classify("GetObjectLockConfiguration", s.Bucket, err)
+		err = classify("GetObjectLockConfiguration", s.Bucket, err)
+		if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrDenied) {
+			// Whatever else the server says (versitygw answers an
+			// unknown access key with XAdminUserNotFound), we cannot
+			// use the bucket.
+			err = &Error{Kind: ErrDenied, Msg: strings.TrimPrefix(err.Error(), "objstore: "), Err: err}
+		}
+		return false, err
 	}
 	return out.ObjectLockConfiguration != nil &&
 		out.ObjectLockConfiguration.ObjectLockEnabled == types.ObjectLockEnabledEnabled, nil
