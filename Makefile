@@ -1,6 +1,7 @@
 # mailarchive: archive every message Postfix handles.
 #   make          build every command into bin/
-#   make test     install the real peers if missing, vet, gofmt check, go test -race
+#   make test     install the real peers if missing, vet, gofmt check,
+#                 arm64 cross-build, go test -race
 #   make demo     run proxy_archiver in front of a sink and show the archive
 #   make bench    benchmarks (see README)
 #   make fuzz     run each fuzz target for FUZZTIME
@@ -26,7 +27,7 @@ ARCHIVE_DIR  ?= /var/spool/mailarchive
 ARCHIVE_USER ?= mailarchive
 FUZZTIME ?= 60s
 
-.PHONY: all build test peers vet fmt-check unit demo bench fuzz clean install FORCE
+.PHONY: all build test peers vet fmt-check cross unit demo bench fuzz clean install FORCE
 
 all: build
 
@@ -50,10 +51,14 @@ fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+# The binaries must build for linux/arm64 too (no raw syscall numbers).
+cross:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./...
+
 unit:
 	$(GO) test -race -count=1 -timeout 25m ./...
 
-test: peers vet fmt-check build unit
+test: peers vet fmt-check cross build unit
 
 demo: build
 	$(GO) run ./scripts/demo

@@ -94,10 +94,9 @@ func (s *session) abortTx(why string) {
 	s.log.Debug("message aborted", "id", tx.w.ID(), "queue_id", tx.macros["i"], "why", why)
 }
 
-// leadSpace reports whether header values come with their leading space.
-func (s *session) leadSpace() bool {
-	return s.c.tap.sawOptNeg && s.c.tap.offeredProto&uint32(gomilter.OptHeaderLeadingSpace) != 0
-}
+// leadSpace reports whether header values come with their leading space:
+// whether HDR_LEADSPC was negotiated (not merely offered, see protocolFor).
+func (s *session) leadSpace() bool { return s.c.leadSpace }
 
 // txn returns the current transaction, starting one if a client sends
 // message data without MAIL.
@@ -263,7 +262,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	if tx.w != nil {
 		size = tx.w.Size()
 		attrs = append(attrs, "id", tx.w.ID())
-		if policy == PolicyAccept {
+		if policy == archive.PolicyPass {
 			// The message goes through: keep what was written under tmp/,
 			// where the recovery sweep makes it an item marked recovered.
 			tx.w.Close()
@@ -274,7 +273,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		}
 	}
 	attrs = append(attrs, "size", size, "duration", time.Since(tx.start).Round(time.Millisecond), "err", tx.err)
-	if policy == PolicyAccept {
+	if policy == archive.PolicyPass {
 		met.MessageDone(metrics.OutcomeNotArchived, 0)
 		s.log.Error("MESSAGE NOT ARCHIVED: archive failed, message accepted anyway (--on-archive-error=accept)",
 			append(attrs, "outcome", "accepted_unarchived")...)

@@ -122,8 +122,8 @@ func (s *scriptServer) serve(c net.Conn) {
 			rcpts = 0
 			reply("250 2.1.0 Ok\r\n")
 		case "RCPT":
-			if strings.Contains(cmd.Arg, "reject") {
-				reply("550 5.1.1 <" + cmd.Arg + ">: Recipient address rejected\r\n")
+			if strings.Contains(cmd.Arg(), "reject") {
+				reply("550 5.1.1 <" + strings.Join(cmd.Args, "") + ">: Recipient address rejected\r\n")
 				continue
 			}
 			rcpts++
