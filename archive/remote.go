@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -360,4 +361,27 @@ func writeFileAtomic(dir, name string, b []byte) error {
 		return fmt.Errorf("archive: fsync after writing %s: %w", name, err)
 	}
 	return nil
+}
+
+// ToolLock is the lock file in the root that the tools changing the tree
+// (filer, mailarchive retention apply) take, so they never run at once.
+const ToolLock = ".filer.lock"
+
+// TryLock takes an exclusive flock on ROOT/name without waiting; ok false
+// when another process holds it. Tools that change the archive's tree
+// (the filer, retention apply) share ROOT/.filer.lock.
+func TryLock(root, name string) (unlock func(), ok bool, err error) {
+	p := filepath.Join(root, name)
+	l, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, false, fmt.Errorf("archive: lock: %w", err)
+	}
+	if err := syscall.Flock(int(l.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		l.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("archive: lock %s: %w", p, err)
+	}
+	return func() { l.Close() }, true, nil
 }

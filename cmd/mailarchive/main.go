@@ -13,11 +13,15 @@ import (
 
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
 	"github.com/postfix-archive/mailarchive/internal/cli"
+	"github.com/postfix-archive/mailarchive/retention"
 )
 
 // commands, in the order --help lists them. Each helper package adds its
 // subcommands here, one line each.
-var commands = []cli.Command{}
+var commands = []cli.Command{
+	retention.Command,
+	retention.HoldCommand,
+}
 
 const usageHead = `Usage: mailarchive COMMAND [flags] [ARGS]
 
