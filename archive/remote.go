@@ -72,7 +72,7 @@ func WriteDestination(root string, d Destination) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(root, DestinationFile, append(b, '\n'))
+	return WriteFileAtomic(root, DestinationFile, append(b, '\n'))
 }
 
 // RemoteRecord is ROOT/remote/YYYY/MM/DD/ID.json: an item the filer moved
@@ -116,7 +116,7 @@ func WriteRemoteRecord(root string, rec *RemoteRecord) error {
 	if err := mkdirSynced(root, filepath.Dir(rel)); err != nil {
 		return fmt.Errorf("archive: remote record %s: %w", rec.ID, err)
 	}
-	return writeFileAtomic(dir, filepath.Base(rel), append(b, '\n'))
+	return WriteFileAtomic(dir, filepath.Base(rel), append(b, '\n'))
 }
 
 // ReadRemoteRecord reads the record of an item; fs.ErrNotExist (wrapped)
@@ -328,9 +328,10 @@ func mkdirSynced(root, rel string) error {
 	return nil
 }
 
-// writeFileAtomic writes dir/name through a hidden temporary name: write,
-// fsync, rename, fsync dir. Mode 0640 like items.
-func writeFileAtomic(dir, name string, b []byte) error {
+// WriteFileAtomic writes dir/name through a hidden temporary name
+// (.NAME.*.part): write, fsync, rename, fsync dir. Mode 0640 like items.
+// For the small files tools keep in the root (.destination, records, holds).
+func WriteFileAtomic(dir, name string, b []byte) error {
 	tmp, err := os.CreateTemp(dir, "."+name+".*.part")
 	if err != nil {
 		return fmt.Errorf("archive: write %s: %w", name, err)

@@ -96,24 +96,7 @@ func writeHold(root string, h *Hold) error {
 	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("retention: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+h.Matter+".*.part")
-	if err != nil {
-		return fmt.Errorf("retention: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("retention: write hold %s: %w", h.Matter, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("retention: write hold %s: %w", h.Matter, err)
-	}
-	tmp.Close()
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, h.Matter+".json")); err != nil {
-		return fmt.Errorf("retention: write hold %s: %w", h.Matter, err)
-	}
-	return archive.SyncDir(dir)
+	return archive.WriteFileAtomic(dir, h.Matter+".json", append(b, '\n'))
 }
 
 func removeHold(root, matter string) error {

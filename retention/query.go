@@ -18,7 +18,7 @@ type Matcher interface {
 // spaces, all of which must match:
 //
 //	id:ID                 the item with this ID
-//	from:ADDR  from:@DOM  the envelope sender, or its domain
+//	from:ADDR  from:@DOM  the envelope sender, or its domain (@*.DOM: subdomains)
 //	to:ADDR    to:@DOM    any recipient, or its domain
 //	tag:TAG  source:SRC   a wrapper tag; the hook point
 //
@@ -85,10 +85,20 @@ func (t term) match(id string, env *archive.Envelope) bool {
 	return false
 }
 
+// addrMatches compares an address with ADDR, @DOMAIN or @*.DOMAIN (any
+// subdomain), ASCII case-insensitively.
 func addrMatches(addr, want string) bool {
-	addr = strings.ToLower(addr)
-	if strings.HasPrefix(want, "@") {
-		return strings.HasSuffix(addr, want)
+	dom, ok := strings.CutPrefix(want, "@")
+	if !ok {
+		return strings.EqualFold(addr, want)
 	}
-	return addr == want
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return false
+	}
+	got := strings.ToLower(strings.TrimSuffix(addr[i+1:], "."))
+	if sub, ok := strings.CutPrefix(dom, "*."); ok {
+		return strings.HasSuffix(got, "."+sub)
+	}
+	return got == dom
 }
