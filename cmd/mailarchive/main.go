@@ -15,6 +15,7 @@ import (
 	"github.com/postfix-archive/mailarchive/internal/cli"
 	"github.com/postfix-archive/mailarchive/internal/readcmd"
 	"github.com/postfix-archive/mailarchive/reconcile"
+	"github.com/postfix-archive/mailarchive/retention"
 	"github.com/postfix-archive/mailarchive/sealog/sealcmd"
 )
 
@@ -33,6 +34,8 @@ var commands = []cli.Command{
 	sealcmd.VerifyProof,
 	sealcmd.Audit,
 	reconcile.Command,
+	retention.Command,
+	retention.HoldCommand,
 }
 
 const usageHead = `Usage: mailarchive COMMAND [flags] [ARGS]
