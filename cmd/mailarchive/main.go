@@ -13,11 +13,18 @@ import (
 
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
 	"github.com/postfix-archive/mailarchive/internal/cli"
+	"github.com/postfix-archive/mailarchive/internal/readcmd"
 )
 
 // commands, in the order --help lists them. Each helper package adds its
 // subcommands here, one line each.
-var commands = []cli.Command{}
+var commands = []cli.Command{
+	readcmd.Index,
+	readcmd.Search,
+	readcmd.Show,
+	readcmd.Export,
+	readcmd.Stats,
+}
 
 const usageHead = `Usage: mailarchive COMMAND [flags] [ARGS]
 
