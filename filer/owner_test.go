@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/postfix-archive/mailarchive/internal/postfixtest"
 )
 
 // TestCheckOwnerNamesUser: as root on another user's archive, the filer
@@ -13,11 +15,11 @@ import (
 // owner has no name).
 func TestCheckOwnerNamesUser(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("the refusal is for root only")
+		postfixtest.SkipOrFatal(t, "the refusal is for root only: needs root")
 	}
 	owner, err := user.Lookup("daemon") // on every Debian system
 	if err != nil {
-		t.Skip("no user daemon")
+		postfixtest.SkipOrFatal(t, "no user daemon")
 	}
 	uid, _ := strconv.Atoi(owner.Uid)
 	for _, tc := range []struct {
