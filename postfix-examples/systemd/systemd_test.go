@@ -62,7 +62,7 @@ func verify(t *testing.T, bindir string, files ...string) {
 // stubBinaries makes executables named like the commands.
 func stubBinaries(t *testing.T) string {
 	dir := t.TempDir()
-	for _, n := range []string{"proxy_archiver", "milter_archiver", "filer", "archiver"} {
+	for _, n := range []string{"proxy_archiver", "milter_archiver", "filer", "archiver", "mailarchive"} {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
