@@ -3,11 +3,14 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
 	"github.com/postfix-archive/mailarchive/proxy"
 )
 
@@ -248,5 +251,51 @@ func TestTempfailLogLine(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %s:\n%s", want, log)
 		}
+	}
+}
+
+// failCommit is a store whose writers fail to commit.
+type failCommit struct{ *archive.Store }
+
+func (s failCommit) Create(tags ...string) (archive.Writer, error) {
+	w, err := s.Store.Create(tags...)
+	return failingWriter{w}, err
+}
+
+type failingWriter struct{ archive.Writer }
+
+func (failingWriter) Commit(*archive.Envelope) error { return errors.New("injected commit failure") }
+
+// TestCommitFailureKeepsEnvelope: a commit that fails after the server
+// accepted the message leaves the bytes and the envelope (everything but
+// the final reply) for recovery.
+func TestCommitFailureKeepsEnvelope(t *testing.T) {
+	var store *archive.Store
+	f := setup(t, func(cfg *proxy.Config, _ *scriptServer) {
+		store = cfg.Store.(*archive.Store)
+		cfg.Store = failCommit{store}
+	})
+	c := f.dial()
+	c.expect(220)
+	c.send("EHLO x\r\n" + postfixBatch)
+	for _, code := range []int{250, 250, 250, 250, 250, 550, 250, 354} {
+		c.expect(code)
+	}
+	c.send(stuffedBody)
+	c.expect(250)
+	if !strings.Contains(f.logs.String(), "bytes kept under tmp/ for recovery") {
+		t.Fatalf("log:\n%s", f.logs.String())
+	}
+	if rep := store.Recover(); len(rep.Recovered) != 1 {
+		t.Fatalf("recover: %+v", rep)
+	}
+	items := archivetest.ReadItems(t, f.dir)
+	if len(items) != 1 {
+		t.Fatalf("%d items", len(items))
+	}
+	e := items[0].Env
+	if !e.Recovered || string(items[0].EML) != wantBody || e.MailFrom == nil || e.MailFrom.Addr != "alice@example.org" ||
+		len(e.RcptTo) != 3 || e.Client == nil || e.Client.Ident != "D3F1F984303" || e.Helo != "x" {
+		t.Fatalf("recovered item %+v", e)
 	}
 }
