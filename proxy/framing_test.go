@@ -299,3 +299,23 @@ func TestCommitFailureKeepsEnvelope(t *testing.T) {
 		t.Fatalf("recovered item %+v", e)
 	}
 }
+
+// TestAddressFormRefused: an address Postfix would read with its RFC 822
+// parser (a comment, a trailing atom) is refused, never relayed.
+func TestAddressFormRefused(t *testing.T) {
+	f := setup(t, nil)
+	c := f.dial()
+	c.expect(220)
+	c.send("EHLO x\r\nMAIL FROM:<>0\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c(x)@d>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+	for _, code := range []int{250, 501, 250, 501, 250, 354} {
+		c.expect(code)
+	}
+	c.send("b\r\n.\r\n")
+	c.expect(250)
+	if got := f.srv.received(); strings.Contains(got, "<>0") || strings.Contains(got, "(x)") {
+		t.Fatalf("server received %q", got)
+	}
+	if it := f.items(); len(it) != 1 || len(it[0].Env.RcptTo) != 1 || it[0].Env.RcptTo[0].Addr != "c@d" {
+		t.Fatalf("items %+v", it)
+	}
+}
