@@ -1,11 +1,15 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -317,5 +321,64 @@ func TestAddressFormRefused(t *testing.T) {
 	}
 	if it := f.items(); len(it) != 1 || len(it[0].Env.RcptTo) != 1 || it[0].Env.RcptTo[0].Addr != "c@d" {
 		t.Fatalf("items %+v", it)
+	}
+}
+
+// flakyListener fails its first Accepts with errors a busy machine gives.
+type flakyListener struct {
+	net.Listener
+	errs []error
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if len(l.errs) > 0 {
+		err := l.errs[0]
+		l.errs = l.errs[1:]
+		return nil, err
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptRetries: ENFILE, ENOBUFS and ENOMEM from accept are waited
+// out, not the end of Serve.
+func TestAcceptRetries(t *testing.T) {
+	srv := newScriptServer(t)
+	store, err := archive.Open(t.TempDir(), archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &archivetest.SyncBuffer{}
+	p, err := proxy.New(proxy.Config{Server: srv.addr(), Store: store, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: ln, errs: []error{
+		&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENFILE)},
+		&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENOBUFS)},
+		&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENOMEM)},
+	}}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(fl) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "220") {
+		t.Fatalf("greeting %q, %v", line, err)
+	}
+	if n := strings.Count(logs.String(), "accept failed; retrying"); n != 3 {
+		t.Fatalf("%d retries logged:\n%s", n, logs.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p.Shutdown(ctx)
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 }
