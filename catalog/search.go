@@ -226,15 +226,22 @@ func (c compiled) sql(cols string, opt SearchOptions) (string, []any) {
 	var sb strings.Builder
 	var args []any
 	sb.WriteString("SELECT " + cols + " FROM items i")
-	if c.match != "" {
+	rank := opt.Sort == Rank && c.match != "" && cols != "count(*)"
+	where := c.where
+	switch {
+	case rank:
+		// bm25 costs: only when the order needs it.
 		sb.WriteString(" JOIN (SELECT rowid AS r, bm25(fts) AS score FROM fts WHERE fts MATCH ?) f ON f.r = i.rowid")
 		args = append(args, c.match)
+	case c.match != "":
+		where = "i.rowid IN (SELECT rowid FROM fts WHERE fts MATCH ?) AND " + where
+		args = append(args, c.match)
 	}
-	sb.WriteString(" WHERE " + c.where)
+	sb.WriteString(" WHERE " + where)
 	args = append(args, c.args...)
 	switch {
 	case cols == "count(*)":
-	case opt.Sort == Rank && c.match != "":
+	case rank:
 		sb.WriteString(" ORDER BY f.score, i.stamp DESC")
 	case opt.Sort == Oldest:
 		sb.WriteString(" ORDER BY i.stamp, i.id")
@@ -325,12 +332,35 @@ func meets(a, b []string) bool {
 	return false
 }
 
-// IDs returns the IDs of the items matching q: the call other commands
-// use to act on a query's items.
+// SearchIDs calls fn with the ID of each item matching q, in the order
+// asked for (opt.Copies is ignored): the call other commands use to act
+// on a query's items without holding them all.
+func (c *Catalog) SearchIDs(ctx context.Context, q query.Node, opt SearchOptions, fn func(id string) error) error {
+	s, args := compile(q).sql("i.id", opt)
+	rows, err := c.db.QueryContext(ctx, s, args...)
+	if err != nil {
+		return fmt.Errorf("catalog: search: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("catalog: search: %w", err)
+		}
+		if err := fn(id); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("catalog: search: %w", err)
+	}
+	return nil
+}
+
+// IDs returns the IDs of the items matching q.
 func (c *Catalog) IDs(ctx context.Context, q query.Node, opt SearchOptions) ([]string, error) {
 	var ids []string
-	opt.Copies = false
-	err := c.Search(ctx, q, opt, func(h Hit) error { ids = append(ids, h.ID); return nil })
+	err := c.SearchIDs(ctx, q, opt, func(id string) error { ids = append(ids, id); return nil })
 	return ids, err
 }
 
