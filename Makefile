@@ -89,7 +89,7 @@ clean:
 # they are rewritten for BINDIR and ARCHIVE_DIR.
 install: build
 	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
-	install -m 0755 bin/proxy_archiver bin/milter_archiver bin/filer $(DESTDIR)$(BINDIR)/
+	install -m 0755 bin/proxy_archiver bin/milter_archiver bin/filer bin/mailarchive $(DESTDIR)$(BINDIR)/
 	for u in postfix-examples/systemd/*.service postfix-examples/filer/*.service postfix-examples/filer/*.timer; do \
 	  sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/var/spool/mailarchive|$(ARCHIVE_DIR)|g' \
 	      -e 's|/usr/local/share/doc/mailarchive|$(DOCDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$${u##*/} && \

@@ -62,7 +62,7 @@ func verify(t *testing.T, bindir string, files ...string) {
 // stubBinaries makes executables named like the commands.
 func stubBinaries(t *testing.T) string {
 	dir := t.TempDir()
-	for _, n := range []string{"proxy_archiver", "milter_archiver", "filer", "archiver"} {
+	for _, n := range []string{"proxy_archiver", "milter_archiver", "filer", "archiver", "mailarchive"} {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -164,6 +164,7 @@ func TestMakeInstall(t *testing.T) {
 		"opt/ma/bin/proxy_archiver":                      {0o755, root.uid, root.gid},
 		"opt/ma/bin/milter_archiver":                     {0o755, root.uid, root.gid},
 		"opt/ma/bin/filer":                               {0o755, root.uid, root.gid},
+		"opt/ma/bin/mailarchive":                         {0o755, root.uid, root.gid},
 		"opt/ma/bin/archiver":                            {0o755 | os.ModeSetuid | os.ModeSetgid, uid, gid},
 		"var/spool/mailarchive":                          {0o750 | os.ModeDir | os.ModeSetgid, uid, gid},
 		"var/spool/mailarchive/tmp":                      {0o750 | os.ModeDir | os.ModeSetgid, uid, gid},
