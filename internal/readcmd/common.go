@@ -49,6 +49,28 @@ func (c *common) reader() (*archive.Reader, error) {
 	return archive.OpenReader(*c.dir, archive.ReaderOptions{Filed: *c.filed})
 }
 
+// open opens the archive and its catalog (building it if need be); on
+// failure it has said why and returns the exit status.
+func (c *common) open(e *cli.Env) (*archive.Reader, *catalog.Catalog, int) {
+	r, err := c.reader()
+	if err != nil {
+		return nil, nil, e.Errorf("%v", err)
+	}
+	cat, err := OpenCatalog(e, r, c.catalogPath())
+	if err != nil {
+		return nil, nil, e.Errorf("%v", err)
+	}
+	return r, cat, 0
+}
+
+// queryArgs parses the arguments left after the flags as a query.
+func queryArgs(e *cli.Env, args []string, what string) (query.Node, int) {
+	if len(args) == 0 {
+		return nil, e.Errorf("no query (try --help; * %s everything)", what)
+	}
+	return ParseQuery(e, args)
+}
+
 func (c *common) catalogPath() string {
 	if *c.index != "" {
 		return *c.index

@@ -54,22 +54,16 @@ func runSearch(e *cli.Env, args []string) int {
 	if so != catalog.Newest && so != catalog.Oldest && so != catalog.Rank {
 		return e.Errorf("--sort %q: want newest, oldest or rank", *sort)
 	}
-	if fs.NArg() == 0 {
-		return e.Errorf("no query (try --help; * finds everything)")
-	}
-	q, st := ParseQuery(e, fs.Args())
+	q, st := queryArgs(e, fs.Args(), "finds")
 	if q == nil {
 		return st
 	}
-	r, err := c.reader()
-	if err != nil {
-		return e.Errorf("%v", err)
-	}
-	cat, err := OpenCatalog(e, r, c.catalogPath())
-	if err != nil {
-		return e.Errorf("%v", err)
+	_, cat, st := c.open(e)
+	if cat == nil {
+		return st
 	}
 	defer cat.Close()
+	var err error
 	width := terminal(e.Stdout)
 	var tw *tabwriter.Writer
 	out := bufio.NewWriterSize(e.Stdout, 64<<10)
