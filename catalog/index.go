@@ -130,6 +130,9 @@ func (u *updater) run(ctx context.Context) error {
 			defer wg.Done()
 			for it := range todo {
 				rec, prob := u.parse(it)
+				if rec == nil && prob == nil {
+					continue // gone meanwhile (retention): nothing to index
+				}
 				if prob != nil {
 					ops <- op{prob: prob}
 					continue
@@ -229,9 +232,13 @@ func (u *updater) parse(it archive.Item) (*Record, *archive.Problem) {
 			return rec, nil
 		}
 		if errors.Is(err, fs.ErrNotExist) && attempt < 3 {
-			if it2, lerr := u.r.Locate(it.ID); lerr == nil {
+			it2, lerr := u.r.Locate(it.ID)
+			if lerr == nil {
 				it = it2
 				continue
+			}
+			if errors.Is(lerr, archive.ErrNotFound) {
+				return nil, nil
 			}
 		}
 		return nil, &archive.Problem{ID: it.ID, Path: itemPath(it), Err: err}
