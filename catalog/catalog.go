@@ -23,13 +23,14 @@ import (
 
 // SchemaVersion is the layout of the tables below. A catalog with another
 // version is rebuilt by the next Update: it is only a cache.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // DefaultPath is where the catalog of an archive root lives.
 func DefaultPath(root string) string { return filepath.Join(root, "index", "catalog.sqlite") }
 
 // schema: items holds one row per item with what search shows and filters
-// on; attrs the exact-match values (msgid, queueid, source, outcome, tag);
+// on; attrs the exact-match values (msgid, queueid, source, outcome, tag,
+// and the addresses of from, to, cc and rcpt);
 // fts the words, without their text (content=”). days remembers each dated
 // directory's modification time when it was last read in full.
 var schema = []string{

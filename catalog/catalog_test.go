@@ -134,6 +134,11 @@ func TestSearch(t *testing.T) {
 	}{
 		{"from:jorg@example.org", "milter proxy resent wrapper"},
 		{"from:jörg", "milter proxy resent wrapper"},
+		{"from:JORG@Example.ORG", "milter proxy resent wrapper"},
+		{"from:jorg@example", "milter proxy resent wrapper"},
+		{"from:billing@vendor.example OR from:nobody@example.org", "invoice"},
+		{"to:team@example.net", "milter proxy resent wrapper"},
+		{"to:team@example.net NOT rcpt:team@example.net", "wrapper"},
 		{"from:jorg", "milter proxy resent wrapper"},
 		{"rcpt:auditor@example.net", "milter proxy wrapper"},
 		{"bcc:auditor@example.net", "milter proxy wrapper"},

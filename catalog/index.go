@@ -8,12 +8,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"regexp"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/mimetext"
+	"github.com/postfix-archive/mailarchive/query"
 )
 
 // UpdateOptions configure Update.
@@ -512,7 +516,13 @@ func (s *stmts) add(ctx context.Context, r *Record) error {
 		key string
 		vs  []string
 	}{{"msgid", []string{r.MessageID}}, {"queueid", r.QueueIDs}, {"source", []string{r.Source}},
-		{"outcome", []string{r.Outcome}}, {"tag", r.Tags}} {
+		{"outcome", []string{r.Outcome}}, {"tag", r.Tags},
+		// Whole addresses, for from:/to:/cc:/rcpt: with an address: an
+		// index lookup instead of a phrase ("example" is in every item).
+		{query.FieldFrom, addresses(append([]string{r.Sender}, d.From))},
+		{query.FieldTo, addresses(append([]string{d.To}, r.Rcpts...))},
+		{query.FieldCc, addresses(append([]string{d.Cc}, r.Rcpts...))},
+		{query.FieldRcpt, addresses(r.Rcpts)}} {
 		if err := attr(a.key, a.vs...); err != nil {
 			return err
 		}
@@ -535,6 +545,23 @@ func (s *stmts) remove(ctx context.Context, rowid int64) error {
 		}
 	}
 	return nil
+}
+
+// addrSpec finds addresses in header text ("Jörg <j@example.org>, b@x").
+var addrSpec = regexp.MustCompile("[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+[A-Za-z0-9]")
+
+// addresses returns the distinct addresses in vs, in lower case.
+func addresses(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		for _, a := range addrSpec.FindAllString(v, -1) {
+			a = strings.ToLower(a)
+			if !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }
 
 func jsonList(xs []string) string {

@@ -133,7 +133,7 @@ func ftsAnd(pos, neg []string) string {
 func ftsExpr(n query.Node) (string, bool) {
 	switch n := n.(type) {
 	case query.Term:
-		if n.IsExact() {
+		if n.IsExact() || isAddressTerm(n) {
 			return "", false
 		}
 		s := `"` + strings.ReplaceAll(n.Value, `"`, `""`) + `"`
@@ -190,7 +190,7 @@ func sqlExpr(n query.Node, args *[]any) string {
 		*args = append(*args, n.Min, n.Max)
 		return "i.size BETWEEN ? AND ?"
 	case query.Term:
-		if n.IsExact() {
+		if n.IsExact() || isAddressTerm(n) {
 			*args = append(*args, n.Field, n.Value)
 			return "i.rowid IN (SELECT item FROM attrs WHERE key = ? AND value = ?)"
 		}
@@ -211,6 +211,23 @@ func sqlExpr(n query.Node, args *[]any) string {
 	e, _ := ftsExpr(n)
 	*args = append(*args, e)
 	return "i.rowid IN (SELECT rowid FROM fts WHERE fts MATCH ?)"
+}
+
+// isAddressTerm: from:, to:, cc: or rcpt: with a whole address, matched
+// against the addresses of the item (attrs) rather than as a phrase.
+func isAddressTerm(t query.Term) bool {
+	switch t.Field {
+	case query.FieldFrom, query.FieldTo, query.FieldCc, query.FieldRcpt:
+	default:
+		return false
+	}
+	if t.Prefix || t.Phrase || addrSpec.FindString(t.Value) != t.Value {
+		return false
+	}
+	// A domain without a dot (from:alice@example) is a partial address:
+	// a phrase, which finds alice@example.org.
+	_, domain, _ := strings.Cut(t.Value, "@")
+	return strings.Contains(domain, ".")
 }
 
 func andOrKids(n query.Node) ([]query.Node, string) {
