@@ -104,10 +104,15 @@ func (b *bench) searchCost() error {
 	nmEnv := append(os.Environ(), "NOTMUCH_CONFIG="+cfg, "TZ=UTC")
 	maEnv := append(os.Environ(), "TZ=UTC")
 
-	// Indexing: the whole corpus from nothing, alternately.
+	// Indexing: the whole corpus from nothing, alternately. notmuch new
+	// takes most of an hour for 100,000 messages here: one round then.
 	var tOurs, tTheirs []time.Duration
 	var rssOurs, rssTheirs int64
-	for round := 0; round < b.rounds; round++ {
+	indexRounds := b.rounds
+	if n >= 50000 {
+		indexRounds = 1
+	}
+	for round := 0; round < indexRounds; round++ {
 		os.RemoveAll(filepath.Join(root, "index"))
 		os.RemoveAll(filepath.Join(maildir, ".notmuch"))
 		exec.Command("sync").Run()
@@ -209,7 +214,7 @@ func (b *bench) searchCost() error {
 	b.add(row{what: what, setup: "grep -rl over the .eml files", figure: ms(medianDur(tg))})
 	b.add(row{what: what, setup: "mailarchive search body:WORD", figure: ms(medianDur(tq)),
 		ratio: fmt.Sprintf("%.0f × faster than grep", medianDur(tg).Seconds()/medianDur(tq).Seconds())})
-	b.note("search rows: each query is a whole command run (process start, catalog or database open, all IDs or file names printed), %d times alternately, median; indexing from nothing, %d rounds alternately; the Bcc row asks notmuch for a header recipient, since it cannot see envelopes.", b.rounds*reps, b.rounds)
+	b.note("search rows: each query is a whole command run (process start, catalog or database open, all IDs or file names printed), %d times alternately, median; indexing from nothing, %d rounds alternately; the Bcc row asks notmuch for a header recipient, since it cannot see envelopes; free words and prefixes also match header words (e.g. Mon in Date:), so they can find more than notmuch.", b.rounds*reps, indexRounds)
 	return nil
 }
 
