@@ -21,8 +21,9 @@ import (
 	_ "modernc.org/sqlite" // database/sql driver "sqlite", FTS5 compiled in
 )
 
-// SchemaVersion is the layout of the tables below. A catalog with another
-// version is rebuilt by the next Update: it is only a cache.
+// SchemaVersion is the layout of the tables below. A catalog with an older
+// version is rebuilt by the next Update: it is only a cache. One with a
+// newer version is left alone (ErrNewer).
 const SchemaVersion = 2
 
 // DefaultPath is where the catalog of an archive root lives.
@@ -77,6 +78,9 @@ var ErrNoCatalog = errors.New("no catalog")
 // ErrOutdated: the catalog was made by another version of the code.
 var ErrOutdated = errors.New("catalog made by another version")
 
+// ErrNewer: the catalog was made by a newer version; it is left alone.
+var ErrNewer = errors.New("catalog made by a newer mailarchive (use that one, or --index another path)")
+
 // ErrDamaged: the file is not a usable SQLite database.
 var ErrDamaged = errors.New("catalog damaged")
 
@@ -115,8 +119,13 @@ func (c *Catalog) checkVersion() error {
 	if err := c.db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
 		return fmt.Errorf("catalog: %s: %w: %v", c.path, ErrDamaged, err)
 	}
-	if v != SchemaVersion {
+	if v < SchemaVersion {
 		return fmt.Errorf("catalog: %s has schema %d, this program uses %d: %w", c.path, v, SchemaVersion, ErrOutdated)
+	}
+	if v > SchemaVersion {
+		// Made by a newer mailarchive: rebuilding it here would make the
+		// newer one rebuild it again, and so on.
+		return fmt.Errorf("catalog: %s has schema %d, newer than this program's %d: %w", c.path, v, SchemaVersion, ErrNewer)
 	}
 	var n int
 	if err := c.db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name IN ('items','fts','attrs','days','meta')`).Scan(&n); err != nil || n != 5 {
@@ -148,6 +157,9 @@ func openWrite(ctx context.Context, path string, rebuild bool, warn func(string)
 				return c, nil
 			}
 			c.Close()
+		}
+		if errors.Is(err, ErrNewer) {
+			return nil, err
 		}
 		warn(fmt.Sprintf("%v: rebuilding it from the archive", err))
 		rebuild = true

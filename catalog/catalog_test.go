@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"os"
@@ -325,10 +326,23 @@ func TestCatalogDamage(t *testing.T) {
 	if res.Added != 6 || !strings.Contains(warned, "rebuilding") {
 		t.Fatalf("after garbage: %+v, warning %q", res, warned)
 	}
-	// Made by another version: rebuilt.
+	// Made by a newer version: left alone.
 	c, _ := OpenRead(f.path)
 	c.db.Exec(`PRAGMA user_version = 99`)
 	c.Close()
+	if _, err := OpenRead(f.path); !errors.Is(err, ErrNewer) {
+		t.Fatalf("OpenRead of a newer catalog: %v", err)
+	}
+	if _, err := Update(ctx, f.r, f.path, UpdateOptions{}); !errors.Is(err, ErrNewer) {
+		t.Fatalf("Update of a newer catalog: %v", err)
+	}
+	// Made by an older version: rebuilt.
+	db, err := sql.Open("sqlite", "file:"+f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(`PRAGMA user_version = 1`)
+	db.Close()
 	if _, err := OpenRead(f.path); !errors.Is(err, ErrOutdated) {
 		t.Fatalf("OpenRead of an old catalog: %v", err)
 	}
