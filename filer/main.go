@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
+	"github.com/postfix-archive/mailarchive/internal/cli"
 )
 
 // Exit statuses of the filer command.
@@ -87,7 +86,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	opt.Root = fs.Arg(0)
 	if !opt.DryRun {
-		if err := checkOwner(opt.Root, opt.Dest); err != nil {
+		if err := cli.CheckOwner("filer", opt.Root, opt.Dest); err != nil {
 			fmt.Fprintf(stderr, "filer: %v\n", err)
 			return ExitUsage
 		}
@@ -118,26 +117,4 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return ExitProblems
 	}
 	return ExitOK
-}
-
-// checkOwner refuses to run as root on an archive that belongs to another
-// user: directories and envelopes root created there would be root's, and
-// the archive owner's later runs and writers could not use them.
-func checkOwner(dirs ...string) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
-		fi, err := os.Stat(d)
-		if err != nil {
-			continue // Run reports it
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
-			return fmt.Errorf("%s belongs to uid %d: run the filer as that user (runuser -u USER -- filer ...), not as root", d, st.Uid)
-		}
-	}
-	return nil
 }

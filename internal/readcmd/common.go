@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -88,6 +89,9 @@ func OpenCatalog(e *cli.Env, r *archive.Reader, path string) (*catalog.Catalog, 
 	}
 	if !errors.Is(err, catalog.ErrNoCatalog) && !errors.Is(err, catalog.ErrOutdated) && !errors.Is(err, catalog.ErrDamaged) {
 		return nil, err
+	}
+	if oerr := cli.CheckOwner("mailarchive index", r.Root(), filepath.Dir(path)); oerr != nil {
+		return nil, fmt.Errorf("%v (%v)", err, oerr)
 	}
 	fmt.Fprintf(e.Stderr, "%s: %v; indexing the archive first\n", e.Program, err)
 	res, uerr := catalog.Update(e.Ctx, r, path, catalog.UpdateOptions{

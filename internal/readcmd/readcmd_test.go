@@ -203,3 +203,26 @@ func TestExportAndStats(t *testing.T) {
 		t.Errorf("stats table:\n%s", r.stdout)
 	}
 }
+
+// TestRootOnOthersArchive: root must not leave a root-owned catalog in an
+// archive that belongs to another user.
+func TestRootOnOthersArchive(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (the refusal is for root only)")
+	}
+	root, _ := archiveWith(t)
+	if err := os.Chown(root, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, Index, "-d", root)
+	if r.status != cli.ExitError || !strings.Contains(r.err, "belongs to uid 65534") {
+		t.Errorf("index as root: %+v", r)
+	}
+	r = run(t, Search, "-d", root, "budget")
+	if r.status != cli.ExitError || !strings.Contains(r.err, "runuser -u USER -- mailarchive index") {
+		t.Errorf("search as root without a catalog: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(root, "index")); err == nil {
+		t.Error("root created ROOT/index")
+	}
+}
