@@ -419,3 +419,22 @@ func TestFilerDuringUpdate(t *testing.T) {
 func openReader(root string) (*archive.Reader, error) {
 	return archive.OpenReader(root, archive.ReaderOptions{})
 }
+
+// TestAtRest: after Update the catalog is in rollback-journal mode, so
+// that readers who may not write (the archive group) can open it; a
+// search by the owner leaves it so.
+func TestAtRest(t *testing.T) {
+	f := hookFixture(t)
+	f.update(UpdateOptions{})
+	f.search("*")
+	c, err := OpenRead(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var mode string
+	c.db.QueryRow(`PRAGMA journal_mode`).Scan(&mode)
+	if mode != "delete" {
+		t.Errorf("journal_mode at rest = %q, want delete", mode)
+	}
+}

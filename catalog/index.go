@@ -97,6 +97,12 @@ func Update(ctx context.Context, r *archive.Reader, path string, opt UpdateOptio
 		return nil, err
 	}
 	u.res.Took = time.Since(start)
+	// At rest the catalog is in rollback-journal mode: a reader who may
+	// only read (the archive group) cannot open a WAL database, whose
+	// shared-memory file it would have to create. Update writes in WAL
+	// mode, so searches run meanwhile. A search running now keeps it in
+	// WAL mode until the next Update: that is all.
+	c.db.ExecContext(ctx, `PRAGMA journal_mode = DELETE`)
 	return u.res, nil
 }
 
