@@ -55,20 +55,13 @@ func RunExport(e *cli.Env, args []string, xo ExportOptions) int {
 	if *out == "" {
 		return e.Errorf("-o PATH is required")
 	}
-	if fs.NArg() == 0 {
-		return e.Errorf("no query (try --help; * exports everything)")
-	}
-	q, st := ParseQuery(e, fs.Args())
+	q, st := queryArgs(e, fs.Args(), "exports")
 	if q == nil {
 		return st
 	}
-	r, err := c.reader()
-	if err != nil {
-		return e.Errorf("%v", err)
-	}
-	cat, err := OpenCatalog(e, r, c.catalogPath())
-	if err != nil {
-		return e.Errorf("%v", err)
+	r, cat, st := c.open(e)
+	if cat == nil {
+		return st
 	}
 	defer cat.Close()
 	return exportQuery(e, r, cat, q, f, *out, *limit, xo)
@@ -92,8 +85,8 @@ func exportQuery(e *cli.Env, r *archive.Reader, cat *catalog.Catalog, q query.No
 	if err != nil {
 		return e.Errorf("%v", err)
 	}
-	err = cat.Search(e.Ctx, q, catalog.SearchOptions{Sort: catalog.Oldest, Limit: limit}, func(h catalog.Hit) error {
-		it, err := r.Locate(h.ID)
+	err = cat.SearchIDs(e.Ctx, q, catalog.SearchOptions{Sort: catalog.Oldest, Limit: limit}, func(id string) error {
+		it, err := r.Locate(id)
 		if err != nil {
 			return err
 		}
