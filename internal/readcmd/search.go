@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/postfix-archive/mailarchive/audit"
 	"github.com/postfix-archive/mailarchive/catalog"
 	"github.com/postfix-archive/mailarchive/internal/cli"
 )
@@ -78,8 +79,10 @@ func runSearch(e *cli.Env, args []string) int {
 	enc := json.NewEncoder(e.Stdout)
 	enc.SetEscapeHTML(false)
 	found := 0
+	var returned []string
 	err = cat.Search(e.Ctx, q, catalog.SearchOptions{Sort: so, Limit: *limit, Copies: !*ids}, func(h catalog.Hit) error {
 		found++
+		returned = append(returned, h.ID)
 		switch {
 		case *ids:
 			_, err := fmt.Fprintln(e.Stdout, h.ID)
@@ -98,6 +101,9 @@ func runSearch(e *cli.Env, args []string) int {
 	}
 	if err != nil {
 		return e.Errorf("%v", err)
+	}
+	if err := audit.Record(r.Root(), audit.Search, strings.Join(fs.Args(), " "), returned); err != nil {
+		return e.Errorf("cannot record the search in the audit trail: %v", err)
 	}
 	if found == 0 {
 		if tw != nil {
