@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,11 +126,16 @@ func MakeProof(root, filed, id string) (*Bundle, error) {
 // prove makes the bundle of an item with leaf idx, checked before it is
 // handed out; attach puts the item's files in it.
 func (r *readLog) prove(it archive.Item, idx int64, leaf Leaf, attach bool) (*Bundle, error) {
-	eml, err := os.ReadFile(it.EMLPath)
+	f, err := it.Open()
 	if err != nil {
 		return nil, fmt.Errorf("sealog: %w", err)
 	}
-	js, err := os.ReadFile(it.JSONPath)
+	eml, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sealog: read %s.eml: %w", it.ID, err)
+	}
+	js, err := it.ReadJSON()
 	if err != nil {
 		return nil, fmt.Errorf("sealog: %w", err)
 	}
