@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/postfix-archive/mailarchive/internal/cli"
+	"github.com/postfix-archive/mailarchive/sealog"
 )
 
 // Command is "mailarchive retention plan|apply".
@@ -22,7 +23,9 @@ const retentionUsage = `Usage: mailarchive retention plan  [-d ROOT] [--policy F
 plan lists the items whose retention period has ended, what will happen to
 each and why (the policy rule, the legal holds, the bucket's retain-until);
 --all lists every item. apply disposes of the items plan marks "dispose":
-each disposal is recorded first (ROOT/audit/retention.jsonl), then the
+each disposal is recorded first (ROOT/audit/retention.jsonl, the audit
+trail, and, with --signer, a tombstone in the sealed log: required once the
+archive has one, so that verify accounts for the item's absence), then the
 item's object versions are deleted from the bucket (the server refuses while
 they are locked or held) and its local files removed. Held items are never
 disposed of, whatever the bucket would allow.
@@ -47,6 +50,7 @@ func runRetention(e *cli.Env, args []string) int {
 	all := fs.Bool("all", false, "plan: list every item, not only those past their period")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	verbose := fs.BoolP("verbose", "v", false, "apply: one line per item disposed of")
+	signer := fs.String("signer", "", "apply: the sealed log's signer key `FILE`, to tombstone each disposal (required once the archive has a log)")
 	if done, code := cli.Parse(e, fs, args); done {
 		return code
 	}
@@ -58,6 +62,15 @@ func runRetention(e *cli.Env, args []string) int {
 		return e.Errorf("%v", err)
 	}
 	o := Options{Root: *dir, Policy: p}
+	rec := Sealed{Root: *dir, Next: AuditFile(*dir)}
+	if *signer != "" {
+		if rec.Signer, err = sealog.LoadSigner(*signer); err != nil {
+			return e.Errorf("%v", err)
+		}
+	} else if fs.Arg(0) == "apply" && HasLog(*dir) {
+		return e.Errorf("%v", ErrNeedSigner)
+	}
+	o.Audit = rec
 	print := func(en Entry) {
 		if *asJSON {
 			b, _ := json.Marshal(en)
@@ -148,7 +161,7 @@ func runHold(e *cli.Env, args []string) int {
 	if fs.NArg() != 1 {
 		return e.Errorf("want add, rm or list (try --help)")
 	}
-	o := Options{Root: *dir}
+	o := Options{Root: *dir, Audit: Sealed{Root: *dir, Next: AuditFile(*dir)}}
 	switch fs.Arg(0) {
 	case "add":
 		if *matter == "" || *query == "" {

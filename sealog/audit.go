@@ -90,8 +90,15 @@ const maxAuditQuery = 4096
 // show results they could not record.
 func RecordAudit(root, user, action, query string, ids []string, now time.Time) error {
 	dir := filepath.Join(AuditDir(root), pendingDir)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("sealog: audit: %w", err)
+	if _, err := os.Stat(dir); err != nil {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("sealog: audit: %w", err)
+		}
+		// Readers in the archive group record their accesses too; the
+		// sticky bit keeps them from removing each other's records.
+		if err := os.Chmod(dir, 0o770|os.ModeSticky); err != nil {
+			return fmt.Errorf("sealog: audit: %w", err)
+		}
 	}
 	var r [10]byte
 	if _, err := rand.Read(r[:]); err != nil {
