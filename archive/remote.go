@@ -102,21 +102,60 @@ func RemoteRecordPath(id string, stamp time.Time) string {
 // WriteRemoteRecord writes an item's record durably (file and directory
 // fsynced) and atomically: a reader sees the whole record or none.
 func WriteRemoteRecord(root string, rec *RemoteRecord) error {
-	pid, err := ParseID(rec.ID)
-	if err != nil {
-		return fmt.Errorf("archive: remote record: %w", err)
+	return WriteRemoteRecords(root, []*RemoteRecord{rec})
+}
+
+// WriteRemoteRecords writes a batch of records durably and atomically, with
+// a few fsyncs for the whole batch instead of two per record: every record
+// is written under a temporary name and fsynced (after the first, the
+// filesystem's journal has most of the others' data already), then all are
+// renamed into place, then each directory is fsynced once. On error, some
+// records may be in place, each of them whole.
+func WriteRemoteRecords(root string, recs []*RemoteRecord) error {
+	type pending struct{ tmp, dst string }
+	var todo []pending
+	defer func() {
+		for _, p := range todo {
+			os.Remove(p.tmp)
+		}
+	}()
+	dirs := map[string]bool{}
+	for _, rec := range recs {
+		pid, err := ParseID(rec.ID)
+		if err != nil {
+			return fmt.Errorf("archive: remote record: %w", err)
+		}
+		rec.Version = Version
+		b, err := json.MarshalIndent(rec, "", "  ")
+		if err != nil {
+			return err
+		}
+		rel := RemoteRecordPath(rec.ID, pid.Stamp)
+		dir := filepath.Join(root, filepath.Dir(rel))
+		if !dirs[dir] {
+			if err := mkdirSynced(root, filepath.Dir(rel)); err != nil {
+				return fmt.Errorf("archive: remote record %s: %w", rec.ID, err)
+			}
+			dirs[dir] = true
+		}
+		tmp, err := writeTemp(dir, filepath.Base(rel), append(b, '\n'))
+		if err != nil {
+			return err
+		}
+		todo = append(todo, pending{tmp, filepath.Join(dir, filepath.Base(rel))})
 	}
-	rec.Version = Version
-	b, err := json.MarshalIndent(rec, "", "  ")
-	if err != nil {
-		return err
+	for len(todo) > 0 {
+		if err := os.Rename(todo[0].tmp, todo[0].dst); err != nil {
+			return fmt.Errorf("archive: write %s: %w", filepath.Base(todo[0].dst), err)
+		}
+		todo = todo[1:]
 	}
-	rel := RemoteRecordPath(rec.ID, pid.Stamp)
-	dir := filepath.Join(root, filepath.Dir(rel))
-	if err := mkdirSynced(root, filepath.Dir(rel)); err != nil {
-		return fmt.Errorf("archive: remote record %s: %w", rec.ID, err)
+	for dir := range dirs {
+		if err := SyncDir(dir); err != nil {
+			return fmt.Errorf("archive: fsync %s: %w", dir, err)
+		}
 	}
-	return WriteFileAtomic(dir, filepath.Base(rel), append(b, '\n'))
+	return nil
 }
 
 // ReadRemoteRecord reads the record of an item; fs.ErrNotExist (wrapped)
@@ -332,14 +371,31 @@ func mkdirSynced(root, rel string) error {
 // (.NAME.*.part): write, fsync, rename, fsync dir. Mode 0640 like items.
 // For the small files tools keep in the root (.destination, records, holds).
 func WriteFileAtomic(dir, name string, b []byte) error {
-	tmp, err := os.CreateTemp(dir, "."+name+".*.part")
+	tmp, err := writeTemp(dir, name, b)
 	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("archive: write %s: %w", name, err)
 	}
-	fail := func(err error) error {
+	if err := SyncDir(dir); err != nil {
+		return fmt.Errorf("archive: fsync after writing %s: %w", name, err)
+	}
+	return nil
+}
+
+// writeTemp writes b to a new hidden temporary file for dir/name, mode
+// 0640, fsynced, and returns its path.
+func writeTemp(dir, name string, b []byte) (string, error) {
+	tmp, err := os.CreateTemp(dir, "."+name+".*.part")
+	if err != nil {
+		return "", fmt.Errorf("archive: write %s: %w", name, err)
+	}
+	fail := func(err error) (string, error) {
 		tmp.Close()
 		os.Remove(tmp.Name())
-		return fmt.Errorf("archive: write %s: %w", name, err)
+		return "", fmt.Errorf("archive: write %s: %w", name, err)
 	}
 	if err := tmp.Chmod(0o640); err != nil {
 		return fail(err)
@@ -352,16 +408,9 @@ func WriteFileAtomic(dir, name string, b []byte) error {
 	}
 	if err := tmp.Close(); err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("archive: write %s: %w", name, err)
+		return "", fmt.Errorf("archive: write %s: %w", name, err)
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("archive: write %s: %w", name, err)
-	}
-	if err := SyncDir(dir); err != nil {
-		return fmt.Errorf("archive: fsync after writing %s: %w", name, err)
-	}
-	return nil
+	return tmp.Name(), nil
 }
 
 // ToolLock is the lock file in the root that the tools changing the tree

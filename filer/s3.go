@@ -69,7 +69,20 @@ type S3 struct {
 	stopErr  error // the first ErrUnavailable/ErrRefused: the rest wait
 	deferred int   // items not uploaded because of stopErr
 	changed  bool  // files were removed from the root
+	// uploaded are items confirmed in the bucket whose records are
+	// written in one batch (recordBatch, or at Flush) before their local
+	// copies go.
+	uploaded []uploaded
 }
+
+type uploaded struct {
+	it  Item
+	rec *archive.RemoteRecord
+	t   *Tally
+}
+
+// recordBatch is how many records are made durable together.
+const recordBatch = 64
 
 type job struct {
 	it Item
@@ -160,6 +173,7 @@ func (d *S3) Flush(_ context.Context, t *Tally) {
 		d.wg.Wait()
 		d.jobs = nil
 	}
+	d.record(true)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.changed {
@@ -212,10 +226,13 @@ func (d *S3) upload(ctx context.Context, it Item, t *Tally) {
 		// removing the local copy, or kept it (--keep-local).
 		d.confirmed(it, rec, t)
 		return
-	} else if !errors.Is(err, os.ErrNotExist) {
+	} else if !errors.Is(err, os.ErrNotExist) && !it.EML {
 		t.Problem(fmt.Errorf("%s: %w; left in place", it.ID, err))
 		return
 	}
+	// No record, or one we cannot read while the local copy is whole:
+	// upload again (the bucket answers If-None-Match for what is there,
+	// and the record is written anew).
 	if !it.EML {
 		t.Problem(fmt.Errorf("%s: .json without .eml, and no record of it in the bucket; left in place", it.ID))
 		return
@@ -252,11 +269,40 @@ func (d *S3) upload(ctx context.Context, it Item, t *Tally) {
 		return
 	}
 	rec.UploadedAt = d.o.Now().UTC()
-	if err := archive.WriteRemoteRecord(d.root, rec); err != nil {
-		t.Problem(fmt.Errorf("%s: uploaded, but %w; local copy kept", it.ID, err))
+	d.mu.Lock()
+	d.uploaded = append(d.uploaded, uploaded{it, rec, t})
+	full := len(d.uploaded) >= recordBatch
+	d.mu.Unlock()
+	if full {
+		d.record(false)
+	}
+}
+
+// record makes the records of the uploaded items durable in one batch,
+// then lets their local copies go. all: also a partial batch (Flush).
+func (d *S3) record(all bool) {
+	d.mu.Lock()
+	batch := d.uploaded
+	if !all && len(batch) < recordBatch {
+		d.mu.Unlock()
 		return
 	}
-	d.confirmed(it, rec, t)
+	d.uploaded = nil
+	d.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	recs := make([]*archive.RemoteRecord, len(batch))
+	for i, u := range batch {
+		recs[i] = u.rec
+	}
+	if err := archive.WriteRemoteRecords(d.root, recs); err != nil {
+		batch[0].t.Problem(fmt.Errorf("%d items uploaded, but recording them: %w; local copies kept (the next run records them)", len(batch), err))
+		return
+	}
+	for _, u := range batch {
+		d.confirmed(u.it, u.rec, u.t)
+	}
 }
 
 // lockFor is the retention of an item's objects: its policy date, but at
