@@ -253,6 +253,21 @@ type WalkFunc func(Item) error
 // item that moves during the walk is still visited (once: an ID seen in the
 // root is not visited again in the tree). Damage goes to problem.
 func (r *Reader) Walk(fn WalkFunc, problem func(Problem)) error {
+	return r.WalkWith(WalkOptions{}, fn, problem)
+}
+
+// WalkOptions narrow a walk.
+type WalkOptions struct {
+	// SkipDay, if set, is asked before each dated directory is read, with
+	// the directory's modification time (taken before it is read, so a
+	// change made while it is read gives a later time); true skips the day.
+	// An incremental reader skips the days it has seen unchanged. The root
+	// is always read.
+	SkipDay func(day string, mtime time.Time) bool
+}
+
+// WalkWith is Walk with options.
+func (r *Reader) WalkWith(opt WalkOptions, fn WalkFunc, problem func(Problem)) error {
 	if problem == nil {
 		problem = func(Problem) {}
 	}
@@ -297,6 +312,12 @@ func (r *Reader) Walk(fn WalkFunc, problem func(Problem)) error {
 		return err
 	}
 	for _, day := range days {
+		if opt.SkipDay != nil {
+			fi, err := os.Stat(filepath.Join(r.filed, day))
+			if err == nil && opt.SkipDay(day, fi.ModTime()) {
+				continue
+			}
+		}
 		if err := r.walkDay(day, seen, fn, problem); err != nil {
 			return err
 		}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -253,7 +255,12 @@ func checkOwner(dirs ...string) error {
 			continue // Run reports it
 		}
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
-			return fmt.Errorf("%s belongs to uid %d: run the filer as that user (runuser -u USER -- filer ...), not as root", d, st.Uid)
+			owner := strconv.FormatUint(uint64(st.Uid), 10)
+			name := "uid " + owner
+			if u, err := user.LookupId(owner); err == nil {
+				owner, name = u.Username, u.Username
+			}
+			return fmt.Errorf("%s belongs to %s: run the filer as that user (runuser -u %s -- filer ...), not as root", d, name, owner)
 		}
 	}
 	return nil

@@ -21,7 +21,6 @@ type message struct {
 	archErr error          // why it is not being archived
 	start   time.Time
 	syncDur time.Duration // time spent making the .eml durable
-	retry   string        // queue ID of a deferred loop this message retries
 }
 
 // headWriter keeps the first maxHead bytes written through it.
@@ -107,8 +106,6 @@ func (c *conn) relayData() bool {
 			append(logAttrs(env, msg, 0), "looped_queue_id", id, "server", c.s.cfg.Server)...)
 		c.fail("451 4.4.6 Archiving proxy: mail loop (message came back after the server queued it as "+id+"), try again later\r\n", "")
 		return false
-	} else if id != "" {
-		msg.retry = id
 	}
 	if msg.w != nil {
 		t0 := time.Now()

@@ -28,15 +28,16 @@ import (
 // recipients.)
 //
 // The looping message is deferred (451 4.4.6), so it stays in Postfix's
-// queue, and /healthz fails. When Postfix retries it, it is let through
-// once: with the configuration fixed it is delivered, and if its next queue
-// ID does not come back within loopProbe, /healthz is healthy again; with
-// the configuration still wrong it comes back and is deferred again.
+// queue, and /healthz fails. Postfix's retries of it are deferred again
+// as long as loops keep happening; once no new loop has been seen for
+// loopHold (longer than Postfix's maximal_backoff_time, so a retry cannot
+// pass for a fix), retries pass and /healthz is healthy again. After
+// fixing --server, restart the proxy (it forgets the queue IDs) and run
+// "postqueue -f" to deliver the deferred messages at once.
 
 const (
-	loopMemory = 10000           // queue IDs remembered
-	loopProbe  = 2 * time.Minute // a retried loop that stays away this long: fixed
-	loopHold   = time.Hour       // without such a sign, how long /healthz fails
+	loopMemory = 10000         // queue IDs remembered
+	loopHold   = 2 * time.Hour // how long after the last loop retries are deferred and /healthz fails
 )
 
 type relayed struct {
@@ -50,10 +51,8 @@ type loopGuard struct {
 	order  []string // oldest first, for eviction
 	now    func() time.Time
 
-	lastLoop time.Time // zero: no loop seen (or fixed since)
+	lastLoop time.Time // the last new loop seen; zero: none
 	lastID   string
-	probeID  string // a retried loop's next queue ID
-	probeAt  time.Time
 }
 
 func newLoopGuard() *loopGuard {
@@ -73,8 +72,7 @@ func rcptKey(env *archive.Envelope) string {
 }
 
 // relayed records a message the server accepted (env has its queue ID).
-// retry is the queue ID of the deferred loop it retries, if it does.
-func (g *loopGuard) relayed(env *archive.Envelope, retry string) {
+func (g *loopGuard) relayed(env *archive.Envelope) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, ok := g.recent[env.QueueID]; !ok {
@@ -85,15 +83,11 @@ func (g *loopGuard) relayed(env *archive.Envelope, retry string) {
 		}
 	}
 	g.recent[env.QueueID] = &relayed{rcpts: rcptKey(env)}
-	if retry != "" {
-		g.probeID, g.probeAt = env.QueueID, g.now()
-	}
 }
 
-// check looks at a message about to be relayed: head is the start of its
-// content. loop reports that it is a message the server queued coming
-// back (id: that queue ID). A non-empty id without loop is the retry of a
-// deferred loop, let through once.
+// check looks at a message about to be relayed (head is the start of its
+// content) and reports whether it is one the server queued coming back
+// (id: the queue ID it had there).
 func (g *loopGuard) check(head []byte, env *archive.Envelope) (id string, loop bool) {
 	ids := receivedIDs(head)
 	if env.Client != nil && env.Client.Ident != "" {
@@ -102,33 +96,33 @@ func (g *loopGuard) check(head []byte, env *archive.Envelope) (id string, loop b
 	key := rcptKey(env)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	now := g.now()
 	for _, id := range ids {
 		r, ok := g.recent[id]
 		if !ok || r.rcpts != key {
 			continue
 		}
 		if r.deferred {
+			// Postfix retrying a deferred loop: a new loop since
+			// keeps it deferred; after loopHold it may pass.
+			if now.Sub(g.lastLoop) < loopHold {
+				return id, true
+			}
 			r.deferred = false
-			return id, false
+			return "", false
 		}
 		r.deferred = true
-		g.lastLoop, g.lastID = g.now(), id
-		g.probeID = ""
+		g.lastLoop, g.lastID = now, id
 		return id, true
 	}
 	return "", false
 }
 
-// health fails while a loop seen recently has not been shown fixed.
+// health fails while a loop was seen within loopHold.
 func (g *loopGuard) health() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.lastLoop.IsZero() {
-		return nil
-	}
-	now := g.now()
-	if g.probeID != "" && now.Sub(g.probeAt) > loopProbe || now.Sub(g.lastLoop) > loopHold {
-		g.lastLoop, g.probeID = time.Time{}, ""
+	if g.lastLoop.IsZero() || g.now().Sub(g.lastLoop) >= loopHold {
 		return nil
 	}
 	return fmt.Errorf("content-filter loop: queue ID %s came back through the proxy at %s: --server must be the reinjection smtpd without content_filter",

@@ -46,9 +46,15 @@ func (c *conn) relayReplies() {
 		if p.done != nil {
 			p.done <- rep
 		}
-		if rep.Code == 421 {
-			// The server is closing; so do we, after relaying its word.
-			c.fail("", "server sent 421")
+		if rep.Code == 421 || rep.Code == 221 {
+			// The server is closing (421, or 221 after QUIT); so do we,
+			// after relaying its word.
+			c.writeClient(nil)
+			why := "server sent 421"
+			if rep.Code == 221 {
+				why = ""
+			}
+			c.fail("", why)
 			return
 		}
 		c.releaseServerReader()
@@ -233,7 +239,7 @@ func (c *conn) finish(m *message, rep *smtpwire.Reply) {
 	env := c.envelope(rep)
 	out := env.Outcome
 	if out == archive.OutcomeAccepted && env.QueueID != "" {
-		c.s.loops.relayed(env, m.retry)
+		c.s.loops.relayed(env)
 	}
 	attrs := func(size int64) []any {
 		a := logAttrs(env, m, size)

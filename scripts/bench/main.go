@@ -9,7 +9,7 @@
 //
 //	go run ./scripts/bench                 # everything, full counts
 //	go run ./scripts/bench -scale 0.25     # quarter counts (say so when quoting)
-//	go run ./scripts/bench -only proxy     # sections: proxy,memory,latency,milter,wrapper,filer,objstore
+//	go run ./scripts/bench -only proxy     # sections: proxy,memory,latency,milter,wrapper,filer,log,objstore
 package main
 
 import (
@@ -44,7 +44,7 @@ type bench struct {
 
 func main() {
 	var b bench
-	only := flag.String("only", "", "comma-separated sections to run (default: all): proxy,memory,latency,milter,wrapper,filer,objstore")
+	only := flag.String("only", "", "comma-separated sections to run (default: all): proxy,memory,latency,milter,wrapper,filer,log,objstore")
 	doc := flag.String("doc", "docs/bench.md,README.md", "comma-separated Markdown files whose bench section (between the bench markers) gets the table (empty: don't write)")
 	flag.Float64Var(&b.scale, "scale", 1, "multiply every message/item count by this (e.g. 0.25 for a quick run)")
 	flag.IntVar(&b.rounds, "rounds", 3, "rounds of each comparison; the table reports medians")
@@ -76,6 +76,7 @@ func main() {
 		{"milter", b.milterCost},
 		{"wrapper", b.wrapperCost},
 		{"filer", b.filerCost},
+		{"log", b.logCost},
 		{"objstore", b.objstoreUpload},
 	}
 	for _, s := range sections {

@@ -1,23 +1,52 @@
 // Command demo is `make demo`: it starts proxy_archiver in front of the
 // project's SMTP sink, sends a few varied messages through it, and shows
 // the archive. It needs no Postfix: only the binaries in bin/.
+//
+// However it ends, it leaves nothing running: on SIGINT, SIGTERM, SIGHUP
+// or SIGPIPE (its output piped into head) it stops the sink and the proxy
+// before it exits, and if it is killed outright the kernel stops them
+// (Pdeathsig).
 package main
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
 
+// Pdeathsig is delivered when the thread that started the child ends, not
+// the process: start the children from the main thread, which lives as
+// long as the process.
+func init() { runtime.LockOSThread() }
+
+var keep = flag.Bool("keep", false, "leave the proxy and the sink running after the demo, until ^C, to send your own mail through them")
+
 func main() {
-	if err := run(); err != nil {
+	flag.Parse()
+	sigs := make(chan os.Signal, 1)
+	// SIGPIPE: with it caught, a write to a closed pipe fails (EPIPE) and
+	// the signal arrives here, instead of killing the demo on the spot.
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	go func() {
+		sig := <-sigs
+		stopAll()
+		fmt.Fprintf(os.Stderr, "demo: %v: stopped\n", sig)
+		os.Exit(128 + int(sig.(syscall.Signal)))
+	}()
+	err := run()
+	stopAll()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -32,15 +61,55 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
+// child is a started program.
+type child struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+var (
+	childMu  sync.Mutex
+	children []*child
+)
+
 // start runs bin/NAME with its log going to LOGDIR/NAME.log.
-func start(logDir, name string, args ...string) (*exec.Cmd, error) {
+func start(logDir, name string, args ...string) (*child, error) {
 	cmd := exec.Command(filepath.Join("bin", name), args...)
 	log, err := os.Create(filepath.Join(logDir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = log, log
-	return cmd, cmd.Start()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	childMu.Lock()
+	defer childMu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(c.exited) }()
+	children = append(children, c)
+	return c, nil
+}
+
+// stop ends the child with SIGTERM, or SIGKILL if it takes too long.
+func (c *child) stop() {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(5 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+}
+
+// stopAll stops every child started.
+func stopAll() {
+	childMu.Lock()
+	defer childMu.Unlock()
+	for _, c := range children {
+		c.stop()
+	}
 }
 
 func waitListening(addr string) error {
@@ -183,11 +252,9 @@ func run() error {
 	os.MkdirAll(sinkDir, 0o755)
 	sinkAddr, proxyAddr := freeAddr(), freeAddr()
 
-	sink, err := start(out, "smtpsink", "-l", sinkAddr, "-d", sinkDir, "--reject-rcpt", "reject")
-	if err != nil {
+	if _, err := start(out, "smtpsink", "-l", sinkAddr, "-d", sinkDir, "--reject-rcpt", "reject"); err != nil {
 		return err
 	}
-	defer func() { sink.Process.Signal(syscall.SIGTERM); sink.Wait() }()
 	if err := waitListening(sinkAddr); err != nil {
 		return err
 	}
@@ -195,8 +262,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	stopProxy := func() { px.Process.Signal(syscall.SIGTERM); px.Wait() }
-	defer stopProxy()
 	if err := waitListening(proxyAddr); err != nil {
 		return err
 	}
@@ -207,7 +272,9 @@ func run() error {
 			return fmt.Errorf("%s: %w", s.what, err)
 		}
 	}
-	stopProxy()
+	if !*keep {
+		px.stop() // its log is complete
+	}
 
 	fmt.Printf("\n== the archive: %s\n\n", archiveDir)
 	ents, _ := os.ReadDir(archiveDir)
@@ -243,5 +310,11 @@ func run() error {
 		return err
 	}
 	fmt.Printf("Everything is under %s: archive/, what the sink received in sink/, and the logs.\n", out)
+	if *keep {
+		fmt.Printf("\nproxy_archiver still listens on %s (archive %s), the sink on %s: try\n"+
+			"    swaks --server %s --from you@example.org --to bob@example.net\n"+
+			"Press ^C to stop them.\n", proxyAddr, archiveDir, sinkAddr, proxyAddr)
+		select {} // until a signal
+	}
 	return nil
 }
