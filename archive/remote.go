@@ -91,7 +91,10 @@ type RemoteRecord struct {
 	LockMode    string          `json:"lock_mode,omitempty"`
 	RetainUntil time.Time       `json:"retain_until,omitempty"`
 	UploadedAt  time.Time       `json:"uploaded_at"`
-	Envelope    json.RawMessage `json:"envelope"` // the item's ID.json as uploaded
+	// Envelope is the item's ID.json byte for byte (a JSON string, so the
+	// bytes survive), JSONSHA256 their hex SHA-256.
+	Envelope   string `json:"envelope"`
+	JSONSHA256 string `json:"json_sha256"`
 }
 
 // RemoteRecordPath is the record's path relative to the root.
@@ -434,4 +437,22 @@ func TryLock(root, name string) (unlock func(), ok bool, err error) {
 		return nil, false, fmt.Errorf("archive: lock %s: %w", p, err)
 	}
 	return func() { l.Close() }, true, nil
+}
+
+// EnvelopeBytes is the item's ID.json byte for byte, wherever the item is.
+// (Readers that hash or copy the envelope use it, not JSONPath, which is a
+// URL for an item in object storage.)
+func (it Item) EnvelopeBytes() ([]byte, error) {
+	if it.Remote == nil {
+		b, err := os.ReadFile(it.JSONPath)
+		if err != nil {
+			return nil, fmt.Errorf("archive: read %s.json: %w", it.ID, unwrapPath(err))
+		}
+		return b, nil
+	}
+	b := []byte(it.Remote.Envelope)
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != it.Remote.JSONSHA256 {
+		return nil, fmt.Errorf("archive: the envelope in the remote record of %s does not have the SHA-256 recorded for it", it.ID)
+	}
+	return b, nil
 }

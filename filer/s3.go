@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/objstore"
@@ -242,6 +243,11 @@ func (d *S3) upload(ctx context.Context, it Item, t *Tally) {
 		t.Problem(fmt.Errorf("%s: %w; left in place", it.ID, err))
 		return
 	}
+	if !utf8.Valid(envBytes) {
+		// The record keeps it as a JSON string, byte for byte.
+		t.Problem(fmt.Errorf("%s: .json is not UTF-8; left in place", it.ID))
+		return
+	}
 	var env archive.Envelope
 	if err := json.Unmarshal(envBytes, &env); err != nil {
 		t.Problem(fmt.Errorf("%s: decode .json: %w; left in place", it.ID, err))
@@ -257,7 +263,8 @@ func (d *S3) upload(ctx context.Context, it Item, t *Tally) {
 	st := d.o.Store
 	rec := &archive.RemoteRecord{ID: it.ID, URL: d.o.URL, Size: size, SHA256: hex.EncodeToString(emlSum),
 		EMLKey: st.Key(it.ID, it.Stamp, ".eml"), JSONKey: st.Key(it.ID, it.Stamp, ".json"),
-		LockMode: lock.Mode, RetainUntil: lock.RetainUntil, Envelope: json.RawMessage(envBytes)}
+		LockMode: lock.Mode, RetainUntil: lock.RetainUntil,
+		Envelope: string(envBytes), JSONSHA256: hex.EncodeToString(jsonSum[:])}
 	// The .eml first, the .json last: a bucket holding an ID.json holds
 	// its ID.eml.
 	if rec.EMLVersion, err = d.putOnce(ctx, rec.EMLKey, it.EMLPath(), emlSum, size, lock); err != nil {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,11 +120,16 @@ func MakeProof(root, filed, id string) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	eml, err := os.ReadFile(it.EMLPath)
+	f, err := it.Open()
 	if err != nil {
 		return nil, fmt.Errorf("sealog: %w", err)
 	}
-	js, err := os.ReadFile(it.JSONPath)
+	eml, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sealog: read %s.eml: %w", id, err)
+	}
+	js, err := it.EnvelopeBytes()
 	if err != nil {
 		return nil, fmt.Errorf("sealog: %w", err)
 	}

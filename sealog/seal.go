@@ -244,15 +244,15 @@ func ItemLeaf(rd *archive.Reader, it archive.Item) (Leaf, error) {
 }
 
 func itemLeaf(it archive.Item) (Leaf, error) {
-	jdata, err := os.ReadFile(it.JSONPath)
+	jdata, err := it.EnvelopeBytes()
 	if err != nil {
-		return Leaf{}, fmt.Errorf("read %s.json: %w", it.ID, err)
+		return Leaf{}, err
 	}
 	env, err := it.Envelope()
 	if err != nil {
 		return Leaf{}, err
 	}
-	sum, size, err := HashFile(it.EMLPath)
+	sum, size, err := HashItem(it)
 	if err != nil {
 		return Leaf{}, fmt.Errorf("read %s.eml: %w", it.ID, err)
 	}
@@ -275,6 +275,21 @@ func HashFile(path string) (string, int64, error) {
 		return "", 0, err
 	}
 	defer f.Close()
+	return hashReader(f)
+}
+
+// HashItem returns the hex sha256 and size of an item's message, wherever
+// it is (a message in object storage is fetched).
+func HashItem(it archive.Item) (string, int64, error) {
+	f, err := it.Open()
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	return hashReader(f)
+}
+
+func hashReader(f io.Reader) (string, int64, error) {
 	h := sha256.New()
 	bp := hashBufs.Get().(*[]byte)
 	defer hashBufs.Put(bp)

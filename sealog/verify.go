@@ -473,7 +473,7 @@ func checkItem(rd *archive.Reader, id string, l Leaf) []Finding {
 			}
 			return []Finding{{Kind: FindRemoved, ID: id, Detail: detail}}
 		}
-		sum, size, err := HashFile(it.EMLPath)
+		sum, size, err := HashItem(it)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // the filer moved it: locate again
 		}
@@ -483,7 +483,7 @@ func checkItem(rd *archive.Reader, id string, l Leaf) []Finding {
 		if sum != l.EMLSHA256 || size != l.EMLSize {
 			out = append(out, Finding{Kind: FindAlteredEML, ID: id, Detail: fmt.Sprintf("the .eml has sha256 %s size %d, the leaf %s size %d", sum, size, l.EMLSHA256, l.EMLSize)})
 		}
-		jdata, err := os.ReadFile(it.JSONPath)
+		jdata, err := it.EnvelopeBytes()
 		if errors.Is(err, fs.ErrNotExist) {
 			out = nil
 			continue
