@@ -79,18 +79,18 @@ func WriteDestination(root string, d Destination) error {
 // into object storage and confirmed there (HeadObject: checksum, lock mode,
 // retain-until).
 type RemoteRecord struct {
-	Version     int             `json:"version"`
-	ID          string          `json:"id"`
-	URL         string          `json:"url"` // s3://BUCKET/PREFIX it went to
-	EMLKey      string          `json:"eml_key"`
-	EMLVersion  string          `json:"eml_version,omitempty"`
-	JSONKey     string          `json:"json_key"`
-	JSONVersion string          `json:"json_version,omitempty"`
-	Size        int64           `json:"size"`   // of the .eml
-	SHA256      string          `json:"sha256"` // hex, of the .eml
-	LockMode    string          `json:"lock_mode,omitempty"`
-	RetainUntil time.Time       `json:"retain_until,omitempty"`
-	UploadedAt  time.Time       `json:"uploaded_at"`
+	Version     int       `json:"version"`
+	ID          string    `json:"id"`
+	URL         string    `json:"url"` // s3://BUCKET/PREFIX it went to
+	EMLKey      string    `json:"eml_key"`
+	EMLVersion  string    `json:"eml_version,omitempty"`
+	JSONKey     string    `json:"json_key"`
+	JSONVersion string    `json:"json_version,omitempty"`
+	Size        int64     `json:"size"`   // of the .eml
+	SHA256      string    `json:"sha256"` // hex, of the .eml
+	LockMode    string    `json:"lock_mode,omitempty"`
+	RetainUntil time.Time `json:"retain_until,omitempty"`
+	UploadedAt  time.Time `json:"uploaded_at"`
 	// Envelope is the item's ID.json byte for byte (a JSON string, so the
 	// bytes survive), JSONSHA256 their hex SHA-256.
 	Envelope   string `json:"envelope"`
