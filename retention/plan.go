@@ -2,7 +2,6 @@ package retention
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,7 +9,9 @@ import (
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/audit"
 	"github.com/postfix-archive/mailarchive/objstore"
+	"github.com/postfix-archive/mailarchive/sealog"
 )
 
 // Actions a plan gives an item.
@@ -52,10 +53,12 @@ type Options struct {
 	// Bucket is the root's object storage; nil: opened from
 	// ROOT/.destination when an item needs it.
 	Bucket Bucket
-	// Audit records disposals, holds and releases; nil: ROOT/audit/.
-	Audit Recorder
-	// Compile compiles hold queries; nil: CompileQuery.
-	Compile func(string) (Matcher, error)
+	// Catalog is the search catalog the holds' queries run on; default
+	// ROOT/index/catalog.sqlite (brought up to date first).
+	Catalog string
+	// Signer signs the item log's checkpoint after the tombstones of a
+	// disposal are appended (Apply; sealog.LoadSigner).
+	Signer *sealog.Signer
 }
 
 func (o *Options) defaults() {
@@ -64,12 +67,6 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
-	}
-	if o.Audit == nil {
-		o.Audit = AuditFile(o.Root)
-	}
-	if o.Compile == nil {
-		o.Compile = CompileQuery
 	}
 }
 
@@ -95,18 +92,21 @@ func (o *Options) bucket(ctx context.Context) (Bucket, error) {
 
 // Plan visits every item with its retention decision. Damage the walk finds
 // and unreadable envelopes go to problem.
-func Plan(o Options, fn func(Entry) error, problem func(error)) error {
+func Plan(ctx context.Context, o Options, fn func(Entry) error, problem func(error)) error {
 	o.defaults()
 	r, err := archive.OpenReader(o.Root, archive.ReaderOptions{})
 	if err != nil {
 		return err
 	}
-	holds, err := Holds(o.Root, o.Compile)
+	holds, err := o.holds(ctx)
 	if err != nil {
 		return err
 	}
 	now := o.Now()
 	return r.Walk(func(it archive.Item) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		env, err := it.Envelope()
 		if err != nil {
 			problem(fmt.Errorf("%s: %w; kept", it.ID, err))
@@ -123,7 +123,7 @@ func Plan(o Options, fn func(Entry) error, problem func(error)) error {
 		d := o.Policy.Decide(env, it.Stamp)
 		e.Until, e.Rule = d.Until, d.Rule
 		for _, h := range holds {
-			if h.Covers(it.ID, env) {
+			if h.Covers(it.ID) {
 				e.HeldBy = append(e.HeldBy, h.Matter)
 			}
 		}
@@ -154,13 +154,24 @@ type ApplyReport struct {
 // ErrBusy says a filer (or another apply) holds the root's tool lock.
 var ErrBusy = errors.New("a filer or another retention apply is running on this root")
 
-// Apply disposes of every item the plan says to: recorded first (Audit),
-// then its objects' versions in the bucket deleted (the server refuses
-// while they are locked or held), its record, then its local files, the
-// .json first so that it is never half an item.
+// disposeBatch is how many disposals share one tombstone append (one
+// signed checkpoint).
+const disposeBatch = 1000
+
+// Apply disposes of every item the plan says to, a batch at a time: the
+// batch is recorded first, as tombstone leaves in the item log (so verify
+// accepts the items' absence and says what was disposed of, when and under
+// which rule) and in the audit trail; then each item's object versions are
+// deleted from the bucket (the server refuses while they are locked or
+// held), its record, then its local files, the .json first so that it is
+// never half an item. A crash after the tombstones leaves items that are
+// still there, which verify ignores and the next apply disposes of.
 func Apply(ctx context.Context, o Options, verbose func(Entry)) (ApplyReport, error) {
 	o.defaults()
 	var rep ApplyReport
+	if o.Signer == nil {
+		return rep, errors.New("retention: apply needs the log's signer key: disposals are recorded as tombstones in the sealed log")
+	}
 	unlock, ok, err := archive.TryLock(o.Root, archive.ToolLock)
 	if err != nil {
 		return rep, err
@@ -169,43 +180,64 @@ func Apply(ctx context.Context, o Options, verbose func(Entry)) (ApplyReport, er
 		return rep, ErrBusy
 	}
 	defer unlock()
-	err = Plan(o, func(e Entry) error {
+	rd, err := archive.OpenReader(o.Root, archive.ReaderOptions{})
+	if err != nil {
+		return rep, err
+	}
+	var batch []Entry
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		defer func() { batch = batch[:0] }()
+		ts := make([]sealog.Tombstone, len(batch))
+		ids := make([]string, len(batch))
+		now := o.Now()
+		for i, e := range batch {
+			ts[i] = sealog.Tombstone{ID: e.ID, Reason: "retention: " + e.Rule + "; period ended " + e.Until.UTC().Format(time.RFC3339), At: now}
+			ids[i] = e.ID
+		}
+		if err := audit.Record(o.Root, audit.Dispose, "retention", ids); err != nil {
+			return fmt.Errorf("retention: nothing disposed: %w", err)
+		}
+		if _, err := sealog.AppendTombstones(o.Root, rd, o.Signer, ts); err != nil {
+			return fmt.Errorf("retention: nothing disposed: tombstones: %w", err)
+		}
+		for _, e := range batch {
+			if err := o.dispose(ctx, e); err != nil {
+				rep.Problems = append(rep.Problems, fmt.Errorf("%s: tombstoned, but %w; the next apply tries again", e.ID, err))
+				continue
+			}
+			rep.Disposed++
+			if verbose != nil {
+				verbose(e)
+			}
+		}
+		return nil
+	}
+	err = Plan(ctx, o, func(e Entry) error {
 		switch e.Action {
 		case Keep:
 			rep.Kept++
-			return nil
 		case Held:
 			rep.Held++
-			return nil
 		case Wait:
 			rep.Waiting++
-			return nil
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := o.dispose(ctx, e); err != nil {
-			rep.Problems = append(rep.Problems, fmt.Errorf("%s: %w", e.ID, err))
-			return nil
-		}
-		rep.Disposed++
-		if verbose != nil {
-			verbose(e)
+		case Dispose:
+			batch = append(batch, e)
+			if len(batch) >= disposeBatch {
+				return flush()
+			}
 		}
 		return nil
 	}, func(err error) { rep.Problems = append(rep.Problems, err) })
+	if err == nil {
+		err = flush()
+	}
 	return rep, err
 }
 
 func (o *Options) dispose(ctx context.Context, e Entry) error {
-	until := e.Until
-	ev := Event{Event: "dispose", ID: e.ID, Rule: e.Rule, Until: &until, Where: e.Where}
-	if e.rec != nil {
-		ev.SHA256 = e.rec.SHA256
-	}
-	if err := o.Audit.Record(ev); err != nil {
-		return fmt.Errorf("not disposed: %w", err)
-	}
 	if e.rec != nil {
 		b, err := o.bucket(ctx)
 		if err != nil {
@@ -230,58 +262,6 @@ func (o *Options) dispose(ctx context.Context, e Entry) error {
 				return err
 			}
 		}
-	}
-	return nil
-}
-
-// Recorder records retention events. The sealed log's tombstone leaves
-// (package sealog, not merged into this branch yet) are to implement it;
-// until then AuditFile does.
-type Recorder interface {
-	Record(Event) error
-}
-
-// Event is one disposal, hold or release.
-type Event struct {
-	Event  string     `json:"event"` // dispose, hold, release
-	At     time.Time  `json:"at"`
-	ID     string     `json:"id,omitempty"`
-	SHA256 string     `json:"sha256,omitempty"`
-	Rule   string     `json:"rule,omitempty"`
-	Until  *time.Time `json:"until,omitempty"`
-	Where  string     `json:"where,omitempty"`
-	Matter string     `json:"matter,omitempty"`
-	Query  string     `json:"query,omitempty"`
-	Items  int        `json:"items,omitempty"`
-}
-
-// AuditFile appends events to ROOT/audit/retention.jsonl, one JSON line
-// each, fsynced before Record returns.
-type AuditFile string
-
-// Record appends one event.
-func (a AuditFile) Record(ev Event) error {
-	if ev.At.IsZero() {
-		ev.At = time.Now().UTC()
-	}
-	dir := filepath.Join(string(a), "audit")
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("retention: audit: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, "retention.jsonl"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-	if err != nil {
-		return fmt.Errorf("retention: audit: %w", err)
-	}
-	b, _ := json.Marshal(ev)
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("retention: audit: %w", err)
 	}
 	return nil
 }

@@ -257,21 +257,45 @@ func (p *Policy) Decide(env *archive.Envelope, stamp time.Time) Decision {
 
 func (r Rule) matches(env *archive.Envelope) bool {
 	for _, c := range r.Conds {
-		if !c.term().match("", env) {
+		if !c.matches(env) {
 			return false
 		}
 	}
 	return true
 }
 
-// term is the hold-query term that means the same as the condition, so
-// rules and queries match envelopes the same way.
-func (c Cond) term() term {
+func (c Cond) matches(env *archive.Envelope) bool {
 	switch c.Key {
+	case "source":
+		return env.Source == c.Value
+	case "tag":
+		for _, t := range env.Tags {
+			if t == c.Value {
+				return true
+			}
+		}
 	case "sender-domain":
-		return term{"from", "@" + c.Value}
+		return env.MailFrom != nil && domainMatches(env.MailFrom.Addr, c.Value)
 	case "recipient-domain":
-		return term{"to", "@" + c.Value}
+		for _, r := range env.RcptTo {
+			if domainMatches(r.Addr, c.Value) {
+				return true
+			}
+		}
 	}
-	return term{c.Key, c.Value}
+	return false
+}
+
+// domainMatches compares the domain of addr with a rule's domain: equal
+// (ASCII case-insensitively), or for "*.D" any subdomain of D.
+func domainMatches(addr, want string) bool {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return false
+	}
+	dom := strings.ToLower(strings.TrimSuffix(addr[i+1:], "."))
+	if sub, ok := strings.CutPrefix(want, "*."); ok {
+		return strings.HasSuffix(dom, "."+sub)
+	}
+	return dom == want
 }
