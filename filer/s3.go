@@ -16,7 +16,7 @@ import (
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/objstore"
-	"github.com/postfix-archive/mailarchive/retention"
+	"github.com/postfix-archive/mailarchive/retention/policy"
 )
 
 // S3Options configure the object-store destination.
@@ -36,9 +36,9 @@ type S3Options struct {
 	// items already past their policy period (a server refuses a
 	// retain-until in the past). Default 24h.
 	MinRetain   time.Duration
-	Policy      *retention.Policy // default retention.Default()
-	Concurrency int               // uploads at once; default 8
-	DryRun      bool              // write nothing (not even .destination)
+	Policy      *policy.Policy // default policy.Default()
+	Concurrency int            // uploads at once; default 8
+	DryRun      bool           // write nothing (not even .destination)
 	Now         func() time.Time
 }
 
@@ -106,7 +106,7 @@ func NewS3(ctx context.Context, root string, o S3Options) (*S3, error) {
 		o.MinRetain = 24 * time.Hour
 	}
 	if o.Policy == nil {
-		o.Policy = retention.Default()
+		o.Policy = policy.Default()
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 8

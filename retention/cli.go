@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/postfix-archive/mailarchive/internal/cli"
+	"github.com/postfix-archive/mailarchive/retention/policy"
 	"github.com/postfix-archive/mailarchive/sealog"
 )
 
@@ -29,8 +30,9 @@ the item's absence and says what was disposed of, when and under which
 rule) and in the audit trail; then the item's object versions are deleted
 from the bucket (the server refuses while they are locked or held) and its
 local files removed. Held items are never disposed of, whatever the bucket
-would allow. Legal holds' queries run on the search catalog, which plan and
-apply bring up to date first.
+would allow. Items in the bucket whose retain-until ends before a period the
+policy has lengthened get their retention extended. Legal holds' queries
+run on the search catalog, which plan and apply bring up to date first.
 
 The policy file (default /etc/mailarchive/retention.conf; missing: keep
 everything 7 years):
@@ -48,7 +50,7 @@ wait (the bucket retains it longer). Exit status: 0 done, 1 problems
 
 func runRetention(e *cli.Env, args []string) int {
 	fs, dir := cli.FlagSet(e, retentionUsage)
-	policy := fs.String("policy", DefaultPolicyFile, "retention policy `FILE`")
+	policyFile := fs.String("policy", policy.DefaultFile, "retention policy `FILE`")
 	all := fs.Bool("all", false, "plan: list every item, not only those past their period")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	verbose := fs.BoolP("verbose", "v", false, "apply: one line per item disposed of")
@@ -60,7 +62,7 @@ func runRetention(e *cli.Env, args []string) int {
 	if fs.NArg() != 1 || (fs.Arg(0) != "plan" && fs.Arg(0) != "apply") {
 		return e.Errorf("want plan or apply (try --help)")
 	}
-	p, err := Load(*policy)
+	p, err := policy.Load(*policyFile)
 	if err != nil {
 		return e.Errorf("%v", err)
 	}
@@ -123,8 +125,8 @@ func runRetention(e *cli.Env, args []string) int {
 		return e.Errorf("%v", err)
 	}
 	if !*asJSON {
-		fmt.Fprintf(e.Stdout, "apply: disposed %d; kept %d, held %d, waiting for the bucket %d; problems %d\n",
-			rep.Disposed, rep.Kept, rep.Held, rep.Waiting, len(rep.Problems))
+		fmt.Fprintf(e.Stdout, "apply: disposed %d; kept %d, held %d, waiting for the bucket %d; retention extended %d; problems %d\n",
+			rep.Disposed, rep.Kept, rep.Held, rep.Waiting, rep.Extended, len(rep.Problems))
 	}
 	if len(rep.Problems) > 0 {
 		return cli.ExitFindings

@@ -11,6 +11,7 @@ import (
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/audit"
 	"github.com/postfix-archive/mailarchive/objstore"
+	"github.com/postfix-archive/mailarchive/retention/policy"
 	"github.com/postfix-archive/mailarchive/sealog"
 )
 
@@ -41,6 +42,7 @@ type Entry struct {
 type Bucket interface {
 	DeleteVersion(ctx context.Context, key, versionID string) error
 	SetLegalHold(ctx context.Context, key, versionID string, on bool) error
+	SetRetention(ctx context.Context, key, versionID string, lock objstore.Lock) error
 }
 
 var _ Bucket = (*objstore.Store)(nil)
@@ -48,7 +50,7 @@ var _ Bucket = (*objstore.Store)(nil)
 // Options configure plan, apply and holds.
 type Options struct {
 	Root   string
-	Policy *Policy
+	Policy *policy.Policy
 	Now    func() time.Time
 	// Bucket is the root's object storage; nil: opened from
 	// ROOT/.destination when an item needs it.
@@ -63,7 +65,7 @@ type Options struct {
 
 func (o *Options) defaults() {
 	if o.Policy == nil {
-		o.Policy = Default()
+		o.Policy = policy.Default()
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -148,7 +150,10 @@ func Plan(ctx context.Context, o Options, fn func(Entry) error, problem func(err
 // ApplyReport says what Apply did.
 type ApplyReport struct {
 	Disposed, Kept, Held, Waiting int
-	Problems                      []error
+	// Extended counts items in the bucket whose retain-until was moved
+	// to the end of a period the policy lengthened.
+	Extended int
+	Problems []error
 }
 
 // ErrBusy says a filer (or another apply) holds the root's tool lock.
@@ -216,6 +221,13 @@ func Apply(ctx context.Context, o Options, verbose func(Entry)) (ApplyReport, er
 		return nil
 	}
 	err = Plan(ctx, o, func(e Entry) error {
+		if e.Action != Dispose && e.rec != nil && e.rec.LockMode != "" && e.rec.RetainUntil.Before(e.Until) {
+			if err := o.extend(ctx, e); err != nil {
+				rep.Problems = append(rep.Problems, fmt.Errorf("%s: extending its retention to %s: %w", e.ID, e.Until.UTC().Format(time.RFC3339), err))
+			} else {
+				rep.Extended++
+			}
+		}
 		switch e.Action {
 		case Keep:
 			rep.Kept++
@@ -235,6 +247,23 @@ func Apply(ctx context.Context, o Options, verbose func(Entry)) (ApplyReport, er
 		err = flush()
 	}
 	return rep, err
+}
+
+// extend lengthens the retention of an item's objects to the end of its
+// period (the server refuses only to shorten) and records it.
+func (o *Options) extend(ctx context.Context, e Entry) error {
+	b, err := o.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	lock := objstore.Lock{Mode: e.rec.LockMode, RetainUntil: e.Until.UTC().Truncate(time.Second).Add(time.Second)}
+	for _, kv := range [][2]string{{e.rec.EMLKey, e.rec.EMLVersion}, {e.rec.JSONKey, e.rec.JSONVersion}} {
+		if err := b.SetRetention(ctx, kv[0], kv[1], lock); err != nil {
+			return err
+		}
+	}
+	e.rec.RetainUntil = lock.RetainUntil
+	return archive.WriteRemoteRecord(o.Root, e.rec)
 }
 
 func (o *Options) dispose(ctx context.Context, e Entry) error {

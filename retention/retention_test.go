@@ -20,7 +20,9 @@ import (
 	"github.com/postfix-archive/mailarchive/internal/s3test"
 	"github.com/postfix-archive/mailarchive/objstore"
 	"github.com/postfix-archive/mailarchive/retention"
+	"github.com/postfix-archive/mailarchive/retention/policy"
 	"github.com/postfix-archive/mailarchive/sealog"
+	"github.com/postfix-archive/mailarchive/sealog/sealcmd"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -53,9 +55,9 @@ func run(t *testing.T, cmd cli.Command, args ...string) (int, string, string) {
 }
 
 // plan returns the action of each item.
-func plan(t *testing.T, root, policy string) map[string]string {
+func plan(t *testing.T, root, polFile string) map[string]string {
 	t.Helper()
-	code, out, errs := run(t, retention.Command, "-d", root, "--policy", policy, "--all", "--json", "plan")
+	code, out, errs := run(t, retention.Command, "-d", root, "--policy", polFile, "--all", "--json", "plan")
 	if code != 0 {
 		t.Fatalf("plan: %d %q %q", code, out, errs)
 	}
@@ -86,8 +88,10 @@ func keys(t *testing.T) (*sealog.Signer, note.Verifier, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "signer.key")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "signer.key")
 	os.WriteFile(path, []byte(skey+"\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "verifier.key"), []byte(vkey+"\n"), 0o644)
 	return s, v, path
 }
 
@@ -140,15 +144,15 @@ func TestRetentionBothTiers(t *testing.T) {
 	srv.Bucket(t, "arch", true)
 	st := srv.Store(t, "s3://arch/m")
 	root := t.TempDir()
-	policy := filepath.Join(t.TempDir(), "retention.conf")
-	os.WriteFile(policy, []byte("default 1d\nkeep 10y tag=keep\n"), 0o644)
+	polFile := filepath.Join(t.TempDir(), "retention.conf")
+	os.WriteFile(polFile, []byte("default 1d\nkeep 10y tag=keep\n"), 0o644)
 	old := time.Now().Add(-10 * 24 * time.Hour)
 
 	// Remote items first: uploaded with the shortest retain-until.
 	rExpired := item(t, root, old, "r")
 	rHeld := item(t, root, old.Add(time.Second), "r", "held")
 	rKeep := item(t, root, old.Add(2*time.Second), "keep")
-	p, err := retention.Load(policy)
+	p, err := policy.Load(polFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,26 +192,26 @@ func TestRetentionBothTiers(t *testing.T) {
 		rExpired: "wait/bucket", rHeld: "held/bucket", rKeep: "keep/bucket",
 		lExpired: "dispose/local", lHeld: "held/local", lKeep: "keep/local", lYoung: "keep/local",
 	}
-	if got := plan(t, root, policy); !equal(got, want) {
+	if got := plan(t, root, polFile); !equal(got, want) {
 		t.Errorf("plan\n got %v\nwant %v", got, want)
 	}
 	// The bucket's retain-until passes; rKeep is retained 10 years.
 	time.Sleep(3 * time.Second)
 	want[rExpired] = "dispose/bucket"
-	if got := plan(t, root, policy); !equal(got, want) {
+	if got := plan(t, root, polFile); !equal(got, want) {
 		t.Errorf("plan after retain-until\n got %v\nwant %v", got, want)
 	}
 	recExpired, _ := archive.ReadRemoteRecord(root, rExpired)
-	if code, _, errs := run(t, retention.Command, "-d", root, "--policy", policy, "--signer", "/nonexistent", "apply"); code != cli.ExitError || !strings.Contains(errs, "tombstone") {
+	if code, _, errs := run(t, retention.Command, "-d", root, "--policy", polFile, "--signer", "/nonexistent", "apply"); code != cli.ExitError || !strings.Contains(errs, "tombstone") {
 		t.Errorf("apply without the signer: %d %q", code, errs)
 	}
-	code, out, errs = run(t, retention.Command, "-d", root, "--policy", policy, "--signer", signerFile, "-v", "apply")
+	code, out, errs = run(t, retention.Command, "-d", root, "--policy", polFile, "--signer", signerFile, "-v", "apply")
 	if code != 0 || !strings.Contains(out, "disposed 2;") {
 		t.Fatalf("apply: %d %q %q", code, out, errs)
 	}
 	delete(want, rExpired)
 	delete(want, lExpired)
-	if got := plan(t, root, policy); !equal(got, want) {
+	if got := plan(t, root, polFile); !equal(got, want) {
 		t.Errorf("plan after apply\n got %v\nwant %v", got, want)
 	}
 	if _, err := st.Head(context.Background(), recExpired.EMLKey, recExpired.EMLVersion); !errors.Is(err, objstore.ErrNotFound) {
@@ -251,7 +255,7 @@ func TestRetentionBothTiers(t *testing.T) {
 	if info, err := st.Head(context.Background(), recHeld.EMLKey, recHeld.EMLVersion); err != nil || info.LegalHold {
 		t.Errorf("legal hold not cleared: %+v %v", info, err)
 	}
-	code, out, errs = run(t, retention.Command, "-d", root, "--policy", policy, "--signer", signerFile, "apply")
+	code, out, errs = run(t, retention.Command, "-d", root, "--policy", polFile, "--signer", signerFile, "apply")
 	if code != 0 || !strings.Contains(out, "disposed 2;") {
 		t.Errorf("apply after release: %d %q %q", code, out, errs)
 	}
@@ -314,4 +318,99 @@ func TestCommandErrors(t *testing.T) {
 			t.Errorf("%v: %d %q, want %q", tc.args, code, errs, tc.err)
 		}
 	}
+}
+
+// verify checks that the objects' locks still cover the policy; apply
+// extends them when the polFile is lengthened; a version deleted from an
+// unlocked bucket is reported gone.
+func TestVerifyLocks(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.Env(t)
+	srv.Bucket(t, "arch", true)
+	srv.Bucket(t, "open", false)
+	st := srv.Store(t, "s3://arch/m")
+	root := t.TempDir()
+	polFile := filepath.Join(t.TempDir(), "retention.conf")
+	os.WriteFile(polFile, []byte("default 1y\n"), 0o644)
+	now := time.Now()
+	a, b := item(t, root, now.Add(-time.Hour)), item(t, root, now.Add(-2*time.Hour))
+	p, _ := policy.Load(polFile)
+	d, err := filer.NewS3(context.Background(), root, filer.S3Options{URL: "s3://arch/m", Store: st, Policy: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := filer.Run(filer.Options{Root: root, To: d}); err != nil || rep.Filed != 2 {
+		t.Fatalf("filer: %+v %v", rep, err)
+	}
+	ctx := context.Background()
+	fs, n, err := retention.VerifyLocks(ctx, retention.Options{Root: root, Policy: p})
+	if err != nil || len(fs) != 0 || n != 2 {
+		t.Fatalf("clean: %v %d %v", fs, n, err)
+	}
+	signer, verifier, signerFile := keys(t)
+	sealVerify(t, root, signer, verifier)
+
+	// The polFile lengthened: verify says the locks fall short.
+	os.WriteFile(polFile, []byte("default 5y\n"), 0o644)
+	p, _ = policy.Load(polFile)
+	fs, _, err = retention.VerifyLocks(ctx, retention.Options{Root: root, Policy: p})
+	if err != nil || len(fs) != 4 || fs[0].Kind != retention.FindLockShort {
+		t.Errorf("lengthened policy: %v %v", fs, err)
+	}
+	// mailarchive verify says so too.
+	vkey := filepath.Join(filepath.Dir(signerFile), "verifier.key")
+	code, out, errs := run(t, sealcmd.Verify, "-d", root, "--key", vkey, "--policy", polFile, "--textfile", "")
+	if code != 1 || strings.Count(out, "lock-short") != 4 {
+		t.Errorf("mailarchive verify: %d %q %q", code, out, errs)
+	}
+	code, out, errs = run(t, retention.Command, "-d", root, "--policy", polFile, "--signer", signerFile, "apply")
+	if code != 0 || !strings.Contains(out, "retention extended 2;") {
+		t.Fatalf("apply: %d %q %q", code, out, errs)
+	}
+	if fs, _, err := retention.VerifyLocks(ctx, retention.Options{Root: root, Policy: p}); err != nil || len(fs) != 0 {
+		t.Errorf("after extending: %v %v", fs, err)
+	}
+	if code, out, errs := run(t, sealcmd.Verify, "-d", root, "--key", vkey, "--policy", polFile, "--textfile", ""); code != 0 {
+		t.Errorf("mailarchive verify after extending: %d %q %q", code, out, errs)
+	}
+	for _, id := range []string{a, b} {
+		rec, _ := archive.ReadRemoteRecord(root, id)
+		info, err := st.Head(ctx, rec.EMLKey, rec.EMLVersion)
+		if err != nil || info.Lock.RetainUntil.Before(stampOf(t, id).AddDate(5, 0, 0)) || !rec.RetainUntil.Equal(info.Lock.RetainUntil) {
+			t.Errorf("%s: lock %+v, record %v, %v", id, info.Lock, rec.RetainUntil, err)
+		}
+	}
+
+	// An unlocked bucket: a version deleted behind the archive's back.
+	root2 := t.TempDir()
+	c := item(t, root2, now)
+	open := srv.Store(t, "s3://open/x")
+	d, err = filer.NewS3(ctx, root2, filer.S3Options{URL: "s3://open/x", Store: open, AllowUnlocked: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := filer.Run(filer.Options{Root: root2, To: d}); err != nil || rep.Filed != 1 {
+		t.Fatalf("filer: %+v %v", rep, err)
+	}
+	rec, _ := archive.ReadRemoteRecord(root2, c)
+	if err := open.DeleteVersion(ctx, rec.EMLKey, rec.EMLVersion); err != nil {
+		t.Fatal(err)
+	}
+	fs, _, err = retention.VerifyLocks(ctx, retention.Options{Root: root2})
+	if err != nil || len(fs) != 1 || fs[0].Kind != retention.FindObjectGone {
+		t.Errorf("deleted version: %v %v", fs, err)
+	}
+	// The server down: verify cannot be done (an error, not "clean").
+	srv.Kill()
+	if _, _, err := retention.VerifyLocks(ctx, retention.Options{Root: root}); !errors.Is(err, objstore.ErrUnavailable) {
+		t.Errorf("server down: %v", err)
+	}
+}
+
+func stampOf(t *testing.T, id string) time.Time {
+	pid, err := archive.ParseID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid.Stamp
 }

@@ -1,7 +1,7 @@
-// Package retention decides how long each archived item is kept, disposes
-// of items past their period, and keeps items under legal hold: for the
-// local tiers and for items in object storage (where the bucket's Object
-// Lock enforces the same dates).
+// Package policy is the retention policy: how long each archived item is
+// kept. The filer takes each object's retain-until from it; package
+// retention disposes of items past it. It depends on nothing but archive,
+// so both can use it.
 //
 // The policy file, one statement a line, '#' starts a comment:
 //
@@ -16,7 +16,7 @@
 // is counted from its ID's stamp. When several rules match, the longest
 // period wins: keeping too long is a cost, disposing too early can be an
 // offence. When none matches, the default applies.
-package retention
+package policy
 
 import (
 	"bufio"
@@ -31,8 +31,8 @@ import (
 	"github.com/postfix-archive/mailarchive/archive"
 )
 
-// DefaultPolicyFile is where the filer and mailarchive look for the policy.
-const DefaultPolicyFile = "/etc/mailarchive/retention.conf"
+// DefaultFile is where the filer and mailarchive look for the policy.
+const DefaultFile = "/etc/mailarchive/retention.conf"
 
 // DefaultPeriod applies when the policy file does not set one.
 var DefaultPeriod = Period{Years: 7}
@@ -219,15 +219,15 @@ func Parse(r io.Reader, name string) (*Policy, error) {
 func Load(path string) (*Policy, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) && path == DefaultPolicyFile {
+		if errors.Is(err, os.ErrNotExist) && path == DefaultFile {
 			return Default(), nil
 		}
-		return nil, fmt.Errorf("retention: %w", err)
+		return nil, fmt.Errorf("policy: %w", err)
 	}
 	defer f.Close()
 	p, err := Parse(f, path)
 	if err != nil {
-		return nil, fmt.Errorf("retention: %w", err)
+		return nil, fmt.Errorf("policy: %w", err)
 	}
 	return p, nil
 }

@@ -1,4 +1,4 @@
-package retention
+package policy
 
 import (
 	"strings"
@@ -116,7 +116,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
-	if p, err := Load(DefaultPolicyFile); err != nil && !strings.Contains(err.Error(), "permission") {
+	if p, err := Load(DefaultFile); err != nil && !strings.Contains(err.Error(), "permission") {
 		t.Errorf("default path: %v", err)
 	} else if err == nil && p == nil {
 		t.Error("nil policy")
