@@ -168,13 +168,16 @@ func (d *S3) Put(ctx context.Context, it Item, t *Tally) {
 
 // Flush waits for the uploads, makes the root's removals durable, and
 // reports the items kept because the server was down or refused us.
-func (d *S3) Flush(_ context.Context, t *Tally) {
+func (d *S3) Flush(ctx context.Context, t *Tally) {
 	if d.jobs != nil {
 		close(d.jobs)
 		d.wg.Wait()
 		d.jobs = nil
 	}
 	d.record(true)
+	if d.stopErr == nil && !d.o.DryRun {
+		d.uploadLog(ctx, t)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.changed {

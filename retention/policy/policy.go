@@ -232,6 +232,18 @@ func Load(path string) (*Policy, error) {
 	return p, nil
 }
 
+// Longest is the longest period the policy gives any item.
+func (p *Policy) Longest() Period {
+	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := p.Default
+	for _, r := range p.Rules {
+		if r.Keep.After(t0).After(l.After(t0)) {
+			l = r.Keep
+		}
+	}
+	return l
+}
+
 // Decision is how long one item is kept and why.
 type Decision struct {
 	Until time.Time // the item may be disposed of from this time on
