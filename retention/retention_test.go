@@ -17,6 +17,7 @@ import (
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/filer"
 	"github.com/postfix-archive/mailarchive/internal/cli"
+	"github.com/postfix-archive/mailarchive/internal/readcmd"
 	"github.com/postfix-archive/mailarchive/internal/s3test"
 	"github.com/postfix-archive/mailarchive/objstore"
 	"github.com/postfix-archive/mailarchive/retention"
@@ -413,4 +414,42 @@ func stampOf(t *testing.T, id string) time.Time {
 		t.Fatal(err)
 	}
 	return pid.Stamp
+}
+
+// The read side works the same for items in the bucket: index, search,
+// show, export through mailarchive's own commands, with only -d ROOT and
+// the credentials.
+func TestReadSideInBucket(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.Env(t)
+	srv.Bucket(t, "arch", true)
+	root := t.TempDir()
+	local := item(t, root, time.Now().Add(-time.Minute), "x")
+	remote := item(t, root, time.Now().Add(-48*time.Hour), "x")
+	var out, errb bytes.Buffer
+	if code := filer.Main([]string{"--to", "s3://arch/m", "--older-than", "24h", root}, &out, &errb); code != 0 {
+		t.Fatalf("filer: %d %q %q", code, out.String(), errb.String())
+	}
+	if _, err := archive.ReadRemoteRecord(root, remote); err != nil {
+		t.Fatalf("not in the bucket: %v", err)
+	}
+	code, sout, serr := run(t, readcmd.Search, "-d", root, "--ids", "tag:x")
+	if code != 0 || !strings.Contains(sout, remote) || !strings.Contains(sout, local) {
+		t.Errorf("search: %d %q %q", code, sout, serr)
+	}
+	code, sout, serr = run(t, readcmd.Show, "-d", root, "--raw", remote)
+	if code != 0 || sout != "Subject: "+remote+"\r\n\r\nbody\r\n" {
+		t.Errorf("show --raw: %d %q %q", code, sout, serr)
+	}
+	code, sout, _ = run(t, readcmd.Show, "-d", root, "--envelope", remote)
+	if code != 0 || !strings.Contains(sout, `"id":"`+remote+`"`) {
+		t.Errorf("show --envelope: %d %q", code, sout)
+	}
+	mbox := filepath.Join(t.TempDir(), "out.mbox")
+	if code, sout, serr := run(t, readcmd.Export, "-d", root, "--format", "mbox", "-o", mbox, "tag:x"); code != 0 {
+		t.Errorf("export: %d %q %q", code, sout, serr)
+	}
+	if b, _ := os.ReadFile(mbox); !strings.Contains(string(b), "Subject: "+remote) || !strings.Contains(string(b), "Subject: "+local) {
+		t.Errorf("export lacks an item:\n%s", b)
+	}
 }
