@@ -191,6 +191,29 @@ func TestS3FileAll(t *testing.T) {
 		Body: strings.NewReader("forged"), IfNoneMatch: aws.String("*")}); err == nil {
 		t.Error("overwrote an archived object")
 	}
+	// A PUT without If-None-Match makes a new version on top; the archived
+	// version stays as it was, and it is the one the archive reads.
+	if _, err := st.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("arch"), Key: aws.String(rec.EMLKey),
+		Body: strings.NewReader("forged")}); err != nil {
+		t.Logf("plain PUT over an archived key: %v", err)
+	}
+	body, err := st.GetObject(ctx, rec.EMLKey, rec.EMLVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(body)
+	body.Close()
+	if string(b) != "Subject: "+id+"\n\nbody\n" {
+		t.Errorf("archived version now reads %q", b)
+	}
+	r, _ := archive.OpenReader(root, archive.ReaderOptions{})
+	if it, err := r.Locate(id); err != nil {
+		t.Error(err)
+	} else if f, err := it.Open(); err != nil {
+		t.Errorf("reading the archived version after a forged PUT: %v", err)
+	} else {
+		f.Close()
+	}
 	// Another destination for the same root is refused.
 	if code, _, errs := runMain("--to", "s3://other/x", root); code != ExitRefused || !strings.Contains(errs, "files into s3://arch/mail") {
 		t.Errorf("other destination: %d %q", code, errs)
