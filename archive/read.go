@@ -101,9 +101,12 @@ func (it Item) Envelope() (*Envelope, error) {
 	var err error
 	if it.Remote != nil {
 		// The envelope as uploaded, kept in the record: no request.
-		env = new(Envelope)
-		if err = json.Unmarshal(it.Remote.Envelope, env); err != nil {
-			err = fmt.Errorf("archive: decode the envelope in the remote record of %s: %w", it.ID, err)
+		var b []byte
+		if b, err = it.EnvelopeBytes(); err == nil {
+			env = new(Envelope)
+			if err = json.Unmarshal(b, env); err != nil {
+				err = fmt.Errorf("archive: decode the envelope in the remote record of %s: %w", it.ID, err)
+			}
 		}
 	} else {
 		env, err = ReadEnvelope(it.JSONPath)

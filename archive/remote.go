@@ -79,19 +79,22 @@ func WriteDestination(root string, d Destination) error {
 // into object storage and confirmed there (HeadObject: checksum, lock mode,
 // retain-until).
 type RemoteRecord struct {
-	Version     int             `json:"version"`
-	ID          string          `json:"id"`
-	URL         string          `json:"url"` // s3://BUCKET/PREFIX it went to
-	EMLKey      string          `json:"eml_key"`
-	EMLVersion  string          `json:"eml_version,omitempty"`
-	JSONKey     string          `json:"json_key"`
-	JSONVersion string          `json:"json_version,omitempty"`
-	Size        int64           `json:"size"`   // of the .eml
-	SHA256      string          `json:"sha256"` // hex, of the .eml
-	LockMode    string          `json:"lock_mode,omitempty"`
-	RetainUntil time.Time       `json:"retain_until,omitempty"`
-	UploadedAt  time.Time       `json:"uploaded_at"`
-	Envelope    json.RawMessage `json:"envelope"` // the item's ID.json as uploaded
+	Version     int       `json:"version"`
+	ID          string    `json:"id"`
+	URL         string    `json:"url"` // s3://BUCKET/PREFIX it went to
+	EMLKey      string    `json:"eml_key"`
+	EMLVersion  string    `json:"eml_version,omitempty"`
+	JSONKey     string    `json:"json_key"`
+	JSONVersion string    `json:"json_version,omitempty"`
+	Size        int64     `json:"size"`   // of the .eml
+	SHA256      string    `json:"sha256"` // hex, of the .eml
+	LockMode    string    `json:"lock_mode,omitempty"`
+	RetainUntil time.Time `json:"retain_until,omitempty"`
+	UploadedAt  time.Time `json:"uploaded_at"`
+	// Envelope is the item's ID.json byte for byte (a JSON string, so the
+	// bytes survive), JSONSHA256 their hex SHA-256.
+	Envelope   string `json:"envelope"`
+	JSONSHA256 string `json:"json_sha256"`
 }
 
 // RemoteRecordPath is the record's path relative to the root.
@@ -102,21 +105,60 @@ func RemoteRecordPath(id string, stamp time.Time) string {
 // WriteRemoteRecord writes an item's record durably (file and directory
 // fsynced) and atomically: a reader sees the whole record or none.
 func WriteRemoteRecord(root string, rec *RemoteRecord) error {
-	pid, err := ParseID(rec.ID)
-	if err != nil {
-		return fmt.Errorf("archive: remote record: %w", err)
+	return WriteRemoteRecords(root, []*RemoteRecord{rec})
+}
+
+// WriteRemoteRecords writes a batch of records durably and atomically, with
+// a few fsyncs for the whole batch instead of two per record: every record
+// is written under a temporary name and fsynced (after the first, the
+// filesystem's journal has most of the others' data already), then all are
+// renamed into place, then each directory is fsynced once. On error, some
+// records may be in place, each of them whole.
+func WriteRemoteRecords(root string, recs []*RemoteRecord) error {
+	type pending struct{ tmp, dst string }
+	var todo []pending
+	defer func() {
+		for _, p := range todo {
+			os.Remove(p.tmp)
+		}
+	}()
+	dirs := map[string]bool{}
+	for _, rec := range recs {
+		pid, err := ParseID(rec.ID)
+		if err != nil {
+			return fmt.Errorf("archive: remote record: %w", err)
+		}
+		rec.Version = Version
+		b, err := json.MarshalIndent(rec, "", "  ")
+		if err != nil {
+			return err
+		}
+		rel := RemoteRecordPath(rec.ID, pid.Stamp)
+		dir := filepath.Join(root, filepath.Dir(rel))
+		if !dirs[dir] {
+			if err := mkdirSynced(root, filepath.Dir(rel)); err != nil {
+				return fmt.Errorf("archive: remote record %s: %w", rec.ID, err)
+			}
+			dirs[dir] = true
+		}
+		tmp, err := writeTemp(dir, filepath.Base(rel), append(b, '\n'))
+		if err != nil {
+			return err
+		}
+		todo = append(todo, pending{tmp, filepath.Join(dir, filepath.Base(rel))})
 	}
-	rec.Version = Version
-	b, err := json.MarshalIndent(rec, "", "  ")
-	if err != nil {
-		return err
+	for len(todo) > 0 {
+		if err := os.Rename(todo[0].tmp, todo[0].dst); err != nil {
+			return fmt.Errorf("archive: write %s: %w", filepath.Base(todo[0].dst), err)
+		}
+		todo = todo[1:]
 	}
-	rel := RemoteRecordPath(rec.ID, pid.Stamp)
-	dir := filepath.Join(root, filepath.Dir(rel))
-	if err := mkdirSynced(root, filepath.Dir(rel)); err != nil {
-		return fmt.Errorf("archive: remote record %s: %w", rec.ID, err)
+	for dir := range dirs {
+		if err := SyncDir(dir); err != nil {
+			return fmt.Errorf("archive: fsync %s: %w", dir, err)
+		}
 	}
-	return WriteFileAtomic(dir, filepath.Base(rel), append(b, '\n'))
+	return nil
 }
 
 // ReadRemoteRecord reads the record of an item; fs.ErrNotExist (wrapped)
@@ -363,14 +405,31 @@ func mkdirSynced(root, rel string) error {
 // (.NAME.*.part): write, fsync, rename, fsync dir. Mode 0640 like items.
 // For the small files tools keep in the root (.destination, records, holds).
 func WriteFileAtomic(dir, name string, b []byte) error {
-	tmp, err := os.CreateTemp(dir, "."+name+".*.part")
+	tmp, err := writeTemp(dir, name, b)
 	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("archive: write %s: %w", name, err)
 	}
-	fail := func(err error) error {
+	if err := SyncDir(dir); err != nil {
+		return fmt.Errorf("archive: fsync after writing %s: %w", name, err)
+	}
+	return nil
+}
+
+// writeTemp writes b to a new hidden temporary file for dir/name, mode
+// 0640, fsynced, and returns its path.
+func writeTemp(dir, name string, b []byte) (string, error) {
+	tmp, err := os.CreateTemp(dir, "."+name+".*.part")
+	if err != nil {
+		return "", fmt.Errorf("archive: write %s: %w", name, err)
+	}
+	fail := func(err error) (string, error) {
 		tmp.Close()
 		os.Remove(tmp.Name())
-		return fmt.Errorf("archive: write %s: %w", name, err)
+		return "", fmt.Errorf("archive: write %s: %w", name, err)
 	}
 	if err := tmp.Chmod(0o640); err != nil {
 		return fail(err)
@@ -383,16 +442,9 @@ func WriteFileAtomic(dir, name string, b []byte) error {
 	}
 	if err := tmp.Close(); err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("archive: write %s: %w", name, err)
+		return "", fmt.Errorf("archive: write %s: %w", name, err)
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("archive: write %s: %w", name, err)
-	}
-	if err := SyncDir(dir); err != nil {
-		return fmt.Errorf("archive: fsync after writing %s: %w", name, err)
-	}
-	return nil
+	return tmp.Name(), nil
 }
 
 // ToolLock is the lock file in the root that the tools changing the tree
@@ -416,4 +468,21 @@ func TryLock(root, name string) (unlock func(), ok bool, err error) {
 		return nil, false, fmt.Errorf("archive: lock %s: %w", p, err)
 	}
 	return func() { l.Close() }, true, nil
+}
+
+// EnvelopeBytes is the item's ID.json byte for byte, wherever the item is.
+// (Readers that hash or copy the envelope use it, not JSONPath, which is a
+// URL for an item in object storage.)
+// For an item in object storage it is the copy kept in the local record
+// (checked against the recorded SHA-256, no request); ReadJSON fetches
+// the object itself.
+func (it Item) EnvelopeBytes() ([]byte, error) {
+	if it.Remote == nil {
+		return it.ReadJSON()
+	}
+	b := []byte(it.Remote.Envelope)
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != it.Remote.JSONSHA256 {
+		return nil, fmt.Errorf("archive: the envelope in the remote record of %s does not have the SHA-256 recorded for it", it.ID)
+	}
+	return b, nil
 }

@@ -35,7 +35,9 @@ func moveRemote(t *testing.T, root string, objs fakeObjects, id string, removeJS
 	day := DatedDir(pid.Stamp, false)
 	rec := &RemoteRecord{ID: id, URL: "s3://b/p", EMLKey: "p/" + day + "/" + id + ".eml", EMLVersion: "v1",
 		JSONKey: "p/" + day + "/" + id + ".json", JSONVersion: "v2", Size: int64(len(msg)),
-		SHA256: hex.EncodeToString(sum[:]), Envelope: env, UploadedAt: time.Now()}
+		SHA256: hex.EncodeToString(sum[:]), Envelope: string(env), UploadedAt: time.Now()}
+	js := sha256.Sum256(env)
+	rec.JSONSHA256 = hex.EncodeToString(js[:])
 	objs[rec.EMLKey+"?v1"] = string(msg)
 	if err := WriteRemoteRecord(root, rec); err != nil {
 		t.Fatal(err)

@@ -150,15 +150,15 @@ func (nopCloser) Close() error { return nil }
 // Add exports one item. The filer may move it meanwhile: it is located
 // again through r.
 func (w *Writer) Add(r *archive.Reader, it archive.Item) error {
-	env, err := os.ReadFile(it.JSONPath)
+	env, err := it.EnvelopeBytes() // not by path: the item may be in object storage
 	if errors.Is(err, os.ErrNotExist) {
 		if it, err = r.Locate(it.ID); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
-		env, err = os.ReadFile(it.JSONPath)
+		env, err = it.EnvelopeBytes()
 	}
 	if err != nil {
-		return fmt.Errorf("export: %s.json: %w", it.ID, err)
+		return fmt.Errorf("export: %w", err)
 	}
 	f, err := it.Open()
 	if errors.Is(err, os.ErrNotExist) {

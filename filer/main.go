@@ -17,7 +17,7 @@ import (
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
 	"github.com/postfix-archive/mailarchive/internal/cli"
 	"github.com/postfix-archive/mailarchive/objstore"
-	"github.com/postfix-archive/mailarchive/retention"
+	"github.com/postfix-archive/mailarchive/retention/policy"
 )
 
 // Exit statuses of the filer command.
@@ -99,7 +99,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&lockMode, "lock-mode", "compliance", "Object Lock `MODE`: compliance (nobody can shorten or delete) or governance")
 	fs.BoolVar(&so.AllowUnlocked, "allow-unlocked", false, "upload into a bucket without Object Lock (no WORM protection)")
 	fs.DurationVar(&so.KeepLocal, "keep-local", 0, "keep the local copy of uploaded items until they are `DURATION` old")
-	fs.StringVar(&policyFile, "policy", retention.DefaultPolicyFile, "retention policy `FILE` that gives each object's retain-until (missing default: 7 years)")
+	fs.StringVar(&policyFile, "policy", policy.DefaultFile, "retention policy `FILE` that gives each object's retain-until (missing default: 7 years)")
 	fs.DurationVar(&so.MinRetain, "min-retain", 24*time.Hour, "retain every object at least `DURATION` from now (for items already past their period)")
 	fs.IntVar(&so.Concurrency, "concurrency", 8, "uploads at once")
 	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "give up on a request after `DURATION`")
@@ -155,7 +155,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "filer: --to: %v\n", err)
 			return ExitUsage
 		}
-		p, err := retention.Load(policyFile)
+		p, err := policy.Load(policyFile)
 		if err != nil {
 			fmt.Fprintf(stderr, "filer: %v\n", err)
 			return ExitUsage

@@ -12,10 +12,11 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/objstore"
-	"github.com/postfix-archive/mailarchive/retention"
+	"github.com/postfix-archive/mailarchive/retention/policy"
 )
 
 // S3Options configure the object-store destination.
@@ -35,9 +36,9 @@ type S3Options struct {
 	// items already past their policy period (a server refuses a
 	// retain-until in the past). Default 24h.
 	MinRetain   time.Duration
-	Policy      *retention.Policy // default retention.Default()
-	Concurrency int               // uploads at once; default 8
-	DryRun      bool              // write nothing (not even .destination)
+	Policy      *policy.Policy // default policy.Default()
+	Concurrency int            // uploads at once; default 8
+	DryRun      bool           // write nothing (not even .destination)
 	Now         func() time.Time
 }
 
@@ -69,7 +70,20 @@ type S3 struct {
 	stopErr  error // the first ErrUnavailable/ErrRefused: the rest wait
 	deferred int   // items not uploaded because of stopErr
 	changed  bool  // files were removed from the root
+	// uploaded are items confirmed in the bucket whose records are
+	// written in one batch (recordBatch, or at Flush) before their local
+	// copies go.
+	uploaded []uploaded
 }
+
+type uploaded struct {
+	it  Item
+	rec *archive.RemoteRecord
+	t   *Tally
+}
+
+// recordBatch is how many records are made durable together.
+const recordBatch = 64
 
 type job struct {
 	it Item
@@ -92,7 +106,7 @@ func NewS3(ctx context.Context, root string, o S3Options) (*S3, error) {
 		o.MinRetain = 24 * time.Hour
 	}
 	if o.Policy == nil {
-		o.Policy = retention.Default()
+		o.Policy = policy.Default()
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 8
@@ -154,11 +168,15 @@ func (d *S3) Put(ctx context.Context, it Item, t *Tally) {
 
 // Flush waits for the uploads, makes the root's removals durable, and
 // reports the items kept because the server was down or refused us.
-func (d *S3) Flush(_ context.Context, t *Tally) {
+func (d *S3) Flush(ctx context.Context, t *Tally) {
 	if d.jobs != nil {
 		close(d.jobs)
 		d.wg.Wait()
 		d.jobs = nil
+	}
+	d.record(true)
+	if d.stopErr == nil && !d.o.DryRun {
+		d.uploadLog(ctx, t)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -212,10 +230,13 @@ func (d *S3) upload(ctx context.Context, it Item, t *Tally) {
 		// removing the local copy, or kept it (--keep-local).
 		d.confirmed(it, rec, t)
 		return
-	} else if !errors.Is(err, os.ErrNotExist) {
+	} else if !errors.Is(err, os.ErrNotExist) && !it.EML {
 		t.Problem(fmt.Errorf("%s: %w; left in place", it.ID, err))
 		return
 	}
+	// No record, or one we cannot read while the local copy is whole:
+	// upload again (the bucket answers If-None-Match for what is there,
+	// and the record is written anew).
 	if !it.EML {
 		t.Problem(fmt.Errorf("%s: .json without .eml, and no record of it in the bucket; left in place", it.ID))
 		return
@@ -223,6 +244,11 @@ func (d *S3) upload(ctx context.Context, it Item, t *Tally) {
 	envBytes, err := os.ReadFile(it.JSONPath())
 	if err != nil {
 		t.Problem(fmt.Errorf("%s: %w; left in place", it.ID, err))
+		return
+	}
+	if !utf8.Valid(envBytes) {
+		// The record keeps it as a JSON string, byte for byte.
+		t.Problem(fmt.Errorf("%s: .json is not UTF-8; left in place", it.ID))
 		return
 	}
 	var env archive.Envelope
@@ -240,7 +266,8 @@ func (d *S3) upload(ctx context.Context, it Item, t *Tally) {
 	st := d.o.Store
 	rec := &archive.RemoteRecord{ID: it.ID, URL: d.o.URL, Size: size, SHA256: hex.EncodeToString(emlSum),
 		EMLKey: st.Key(it.ID, it.Stamp, ".eml"), JSONKey: st.Key(it.ID, it.Stamp, ".json"),
-		LockMode: lock.Mode, RetainUntil: lock.RetainUntil, Envelope: json.RawMessage(envBytes)}
+		LockMode: lock.Mode, RetainUntil: lock.RetainUntil,
+		Envelope: string(envBytes), JSONSHA256: hex.EncodeToString(jsonSum[:])}
 	// The .eml first, the .json last: a bucket holding an ID.json holds
 	// its ID.eml.
 	if rec.EMLVersion, err = d.putOnce(ctx, rec.EMLKey, it.EMLPath(), emlSum, size, lock); err != nil {
@@ -252,11 +279,40 @@ func (d *S3) upload(ctx context.Context, it Item, t *Tally) {
 		return
 	}
 	rec.UploadedAt = d.o.Now().UTC()
-	if err := archive.WriteRemoteRecord(d.root, rec); err != nil {
-		t.Problem(fmt.Errorf("%s: uploaded, but %w; local copy kept", it.ID, err))
+	d.mu.Lock()
+	d.uploaded = append(d.uploaded, uploaded{it, rec, t})
+	full := len(d.uploaded) >= recordBatch
+	d.mu.Unlock()
+	if full {
+		d.record(false)
+	}
+}
+
+// record makes the records of the uploaded items durable in one batch,
+// then lets their local copies go. all: also a partial batch (Flush).
+func (d *S3) record(all bool) {
+	d.mu.Lock()
+	batch := d.uploaded
+	if !all && len(batch) < recordBatch {
+		d.mu.Unlock()
 		return
 	}
-	d.confirmed(it, rec, t)
+	d.uploaded = nil
+	d.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	recs := make([]*archive.RemoteRecord, len(batch))
+	for i, u := range batch {
+		recs[i] = u.rec
+	}
+	if err := archive.WriteRemoteRecords(d.root, recs); err != nil {
+		batch[0].t.Problem(fmt.Errorf("%d items uploaded, but recording them: %w; local copies kept (the next run records them)", len(batch), err))
+		return
+	}
+	for _, u := range batch {
+		d.confirmed(u.it, u.rec, u.t)
+	}
 }
 
 // lockFor is the retention of an item's objects: its policy date, but at

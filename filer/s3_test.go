@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/s3test"
 	"github.com/postfix-archive/mailarchive/objstore"
+	"github.com/postfix-archive/mailarchive/sealog"
 )
 
 // TestMain lets the crash test run the filer as a child process it can
@@ -188,6 +190,29 @@ func TestS3FileAll(t *testing.T) {
 	if _, err := st.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("arch"), Key: aws.String(rec.EMLKey),
 		Body: strings.NewReader("forged"), IfNoneMatch: aws.String("*")}); err == nil {
 		t.Error("overwrote an archived object")
+	}
+	// A PUT without If-None-Match makes a new version on top; the archived
+	// version stays as it was, and it is the one the archive reads.
+	if _, err := st.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("arch"), Key: aws.String(rec.EMLKey),
+		Body: strings.NewReader("forged")}); err != nil {
+		t.Logf("plain PUT over an archived key: %v", err)
+	}
+	body, err := st.GetObject(ctx, rec.EMLKey, rec.EMLVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(body)
+	body.Close()
+	if string(b) != "Subject: "+id+"\n\nbody\n" {
+		t.Errorf("archived version now reads %q", b)
+	}
+	r, _ := archive.OpenReader(root, archive.ReaderOptions{})
+	if it, err := r.Locate(id); err != nil {
+		t.Error(err)
+	} else if f, err := it.Open(); err != nil {
+		t.Errorf("reading the archived version after a forged PUT: %v", err)
+	} else {
+		f.Close()
 	}
 	// Another destination for the same root is refused.
 	if code, _, errs := runMain("--to", "s3://other/x", root); code != ExitRefused || !strings.Contains(errs, "files into s3://arch/mail") {
@@ -461,4 +486,76 @@ func TestS3DryRun(t *testing.T) {
 	if after := tree(t, root); strings.Join(after, ",") != strings.Join(before, ",") || len(listKeys(t, st)) != 0 {
 		t.Errorf("dry run changed something: %v", after)
 	}
+}
+
+// The sealed log goes to the bucket too, each file once, locked.
+func TestS3Log(t *testing.T) {
+	_, st := s3env(t)
+	root := t.TempDir()
+	stamp := time.Now().Add(-72 * time.Hour)
+	// sealog wants envelopes that describe their messages.
+	sealable := func(stamp time.Time) {
+		id := writeItem(t, root, stamp)
+		sum, size, _ := fileSHA256(filepath.Join(root, id+".eml"))
+		env, _ := archive.ReadEnvelope(filepath.Join(root, id+".json"))
+		env.Message.Size, env.Message.SHA256 = size, fmt.Sprintf("%x", sum)
+		eb, _ := json.Marshal(env)
+		os.WriteFile(filepath.Join(root, id+".json"), eb, 0o640)
+	}
+	for i := range 3 {
+		sealable(stamp.Add(time.Duration(i) * time.Second))
+	}
+	skey, _, err := sealog.GenerateKeys("test.example/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := sealog.ParseSigner(skey)
+	if _, err := sealog.Seal(context.Background(), sealog.SealOptions{Root: root, Signer: signer}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runMain("-v", "--to", "s3://arch/mail", root)
+	if code != 0 || !strings.Contains(out, "filed 3,") || !strings.Contains(out, "files of the sealed log") {
+		t.Fatalf("exit %d %q %q", code, out, errs)
+	}
+	keys := listKeys(t, st)
+	var logKeys []string
+	for k := range keys {
+		if strings.HasPrefix(k, "mail/log/") {
+			logKeys = append(logKeys, k)
+		}
+	}
+	if !hasPrefix(keys, "mail/log/checkpoints/") || !hasPrefix(keys, "mail/log/tile/entries/") || !hasPrefix(keys, "mail/log/tile/0/") {
+		t.Errorf("log keys %v", logKeys)
+	}
+	for _, k := range logKeys {
+		info, err := st.Head(context.Background(), k, "")
+		if err != nil || info.Lock.Mode != "COMPLIANCE" || info.Lock.RetainUntil.Before(time.Now().AddDate(7, 0, -1)) {
+			t.Errorf("%s: %+v %v", k, info, err)
+		}
+		if strings.HasSuffix(k, "/checkpoint") || strings.Contains(k, "/lock") || strings.Contains(k, "logged-ids") {
+			t.Errorf("mutable log file uploaded: %s", k)
+		}
+	}
+	// Once only; new log files after the next seal.
+	code, out, _ = runMain("-v", "--to", "s3://arch/mail", root)
+	if code != 0 || strings.Contains(out, "files of the sealed log") {
+		t.Errorf("second run uploaded log files again: %q", out)
+	}
+	sealable(time.Now())
+	if _, err := sealog.Seal(context.Background(), sealog.SealOptions{Root: root, Signer: signer}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = runMain("-v", "--to", "s3://arch/mail", root)
+	if code != 0 || !strings.Contains(out, "files of the sealed log") {
+		t.Errorf("after another seal: %d %q %q", code, out, errs)
+	}
+}
+
+func hasPrefix(keys map[string]bool, p string) bool {
+	for k := range keys {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -13,14 +13,19 @@ import (
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/audit"
+	"github.com/postfix-archive/mailarchive/catalog"
+	"github.com/postfix-archive/mailarchive/query"
 )
 
 // HoldDir is the root directory of the legal holds, one file per matter.
 const HoldDir = "holds"
 
-// Hold is a legal hold: the items its query matched when it was placed
-// (IDs), and the query, which later items are matched against too. Held
-// items never expire while the hold lasts.
+// Hold is a legal hold: a query (the search language of mailarchive
+// search) and the items it matched when the hold was placed (IDs). Items
+// that match the query later are held too: the query is evaluated again,
+// with the dates it names relative to Created, whenever the holds are.
+// Held items never expire while the hold lasts.
 type Hold struct {
 	Version int       `json:"version"`
 	Matter  string    `json:"matter"`
@@ -28,11 +33,24 @@ type Hold struct {
 	Created time.Time `json:"created_at"`
 	IDs     []string  `json:"ids"`
 
-	match Matcher
+	held map[string]bool // IDs and the query's matches now
 }
 
-// Holds reads every hold of the root.
-func Holds(root string, compile func(string) (Matcher, error)) ([]*Hold, error) {
+// Covers says whether the hold holds this item.
+func (h *Hold) Covers(id string) bool { return h.held[id] }
+
+// parseHoldQuery parses a hold's query as of its creation.
+func parseHoldQuery(q string, created time.Time) (query.Node, error) {
+	n, err := query.Parse(q, query.Options{Now: created, Location: time.UTC})
+	if err != nil {
+		return nil, fmt.Errorf("retention: query %q: %w", q, err)
+	}
+	return n, nil
+}
+
+// ReadHolds reads the holds of the root as written (without evaluating
+// their queries).
+func ReadHolds(root string) ([]*Hold, error) {
 	ents, err := os.ReadDir(filepath.Join(root, HoldDir))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -54,21 +72,55 @@ func Holds(root string, compile func(string) (Matcher, error)) ([]*Hold, error) 
 		if err := json.Unmarshal(b, &h); err != nil {
 			return nil, fmt.Errorf("retention: decode %s/%s: %w", HoldDir, e.Name(), err)
 		}
-		if h.match, err = compile(h.Query); err != nil {
-			return nil, fmt.Errorf("retention: hold %s: query %q: %w", h.Matter, h.Query, err)
-		}
 		hs = append(hs, &h)
 	}
 	return hs, nil
 }
 
-// Covers says whether the hold holds this item.
-func (h *Hold) Covers(id string, env *archive.Envelope) bool {
-	i := sort.SearchStrings(h.IDs, id)
-	if i < len(h.IDs) && h.IDs[i] == id {
-		return true
+// holds reads the holds and evaluates their queries on the catalog,
+// brought up to date first: a hold whose query cannot be evaluated is an
+// error, never "holds nothing".
+func (o *Options) holds(ctx context.Context) ([]*Hold, error) {
+	hs, err := ReadHolds(o.Root)
+	if err != nil || len(hs) == 0 {
+		return hs, err
 	}
-	return h.match != nil && env != nil && h.match.Match(id, env)
+	c, err := o.catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	for _, h := range hs {
+		n, err := parseHoldQuery(h.Query, h.Created)
+		if err != nil {
+			return nil, fmt.Errorf("hold %s: %w", h.Matter, err)
+		}
+		ids, err := c.IDs(ctx, n, catalog.SearchOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("retention: hold %s: %w", h.Matter, err)
+		}
+		h.held = map[string]bool{}
+		for _, id := range append(ids, h.IDs...) {
+			h.held[id] = true
+		}
+	}
+	return hs, nil
+}
+
+// catalog brings the search catalog up to date and opens it.
+func (o *Options) catalog(ctx context.Context) (*catalog.Catalog, error) {
+	path := o.Catalog
+	if path == "" {
+		path = catalog.DefaultPath(o.Root)
+	}
+	r, err := archive.OpenReader(o.Root, archive.ReaderOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := catalog.Update(ctx, r, path, catalog.UpdateOptions{}); err != nil {
+		return nil, fmt.Errorf("retention: the holds' queries need the catalog up to date: %w", err)
+	}
+	return catalog.OpenRead(path)
 }
 
 func validMatter(m string) error {
@@ -110,134 +162,121 @@ func removeHold(root, matter string) error {
 	return archive.SyncDir(dir)
 }
 
-// AddHold places (or widens) the legal hold of a matter on every item the
+// Release is the audit trail's action for the end of a hold.
+const Release = "release"
+
+// AddHold places (or renews) the legal hold of a matter on every item the
 // query matches now, and on items matching it later; in the bucket, it sets
-// Object Lock legal hold on both objects of each matching item there. It
-// returns the number of items held.
-func AddHold(ctx context.Context, o Options, matter, query string) (int, error) {
+// Object Lock legal hold on both objects of each matching item there. The
+// hold is recorded in the audit trail (with the IDs it holds) before it
+// takes effect. It returns the number of items held.
+func AddHold(ctx context.Context, o Options, matter, q string) (int, error) {
 	o.defaults()
 	if err := validMatter(matter); err != nil {
 		return 0, err
 	}
-	m, err := o.Compile(query)
-	if err != nil {
-		return 0, fmt.Errorf("retention: query %q: %w", query, err)
-	}
-	holds, err := Holds(o.Root, o.Compile)
+	holds, err := ReadHolds(o.Root)
 	if err != nil {
 		return 0, err
 	}
-	h := &Hold{Matter: matter, Query: query, Created: o.Now().UTC()}
+	h := &Hold{Matter: matter, Query: q, Created: o.Now().UTC()}
 	for _, old := range holds {
 		if old.Matter == matter {
-			if old.Query != query {
+			if old.Query != q {
 				return 0, fmt.Errorf("retention: matter %q is held with query %q; remove it first or use another matter name", matter, old.Query)
 			}
 			h = old
 		}
 	}
-	var remote []*archive.RemoteRecord
-	ids := map[string]bool{}
-	for _, id := range h.IDs {
-		ids[id] = true
-	}
-	var walkErrs []error
-	err = Plan(o, func(e Entry) error {
-		env, err := e.item.Envelope()
-		if err != nil || !m.Match(e.ID, env) {
-			return nil
-		}
-		ids[e.ID] = true
-		if e.rec != nil {
-			remote = append(remote, e.rec)
-		}
-		return nil
-	}, func(err error) { walkErrs = append(walkErrs, err) })
+	n, err := parseHoldQuery(q, h.Created)
 	if err != nil {
 		return 0, err
 	}
+	c, err := o.catalog(ctx)
+	if err != nil {
+		return 0, err
+	}
+	ids, err := c.IDs(ctx, n, catalog.SearchOptions{})
+	c.Close()
+	if err != nil {
+		return 0, fmt.Errorf("retention: %w", err)
+	}
+	set := map[string]bool{}
+	for _, id := range append(ids, h.IDs...) {
+		set[id] = true
+	}
 	h.IDs = h.IDs[:0]
-	for id := range ids {
+	for id := range set {
 		h.IDs = append(h.IDs, id)
 	}
-	// The hold is in force (and recorded) before the bucket is told, so
-	// a failure there never leaves an item unheld locally.
-	if err := o.Audit.Record(Event{Event: "hold", Matter: matter, Query: query, Items: len(h.IDs)}); err != nil {
+	sort.Strings(h.IDs)
+	if err := audit.Record(o.Root, audit.Hold, "matter="+matter+" "+q, h.IDs); err != nil {
 		return 0, err
 	}
 	if err := writeHold(o.Root, h); err != nil {
 		return 0, err
 	}
-	if err := o.setLegalHolds(ctx, remote, true); err != nil {
-		return len(h.IDs), err
-	}
-	return len(h.IDs), errors.Join(walkErrs...)
+	return len(h.IDs), o.setLegalHolds(ctx, h.IDs, true)
 }
 
-// RemoveHold releases a matter's hold; in the bucket, legal hold is cleared
-// on the items no other hold covers.
+// RemoveHold releases a matter's hold (recorded in the audit trail); in
+// the bucket, legal hold is cleared on the items no other hold covers.
 func RemoveHold(ctx context.Context, o Options, matter string) (int, error) {
 	o.defaults()
 	if err := validMatter(matter); err != nil {
 		return 0, err
 	}
-	holds, err := Holds(o.Root, o.Compile)
+	holds, err := o.holds(ctx)
 	if err != nil {
 		return 0, err
 	}
 	var h *Hold
-	var others []*Hold
 	for _, x := range holds {
 		if x.Matter == matter {
 			h = x
-		} else {
-			others = append(others, x)
 		}
 	}
 	if h == nil {
 		return 0, fmt.Errorf("retention: no hold for matter %q", matter)
 	}
-	var release []*archive.RemoteRecord
-	err = Plan(o, func(e Entry) error {
-		if e.rec == nil {
-			return nil
-		}
-		env, err := e.item.Envelope()
-		if err != nil || !h.Covers(e.ID, env) {
-			return nil
-		}
-		for _, x := range others {
-			if x.Covers(e.ID, env) {
-				return nil
+	var release []string
+	for id := range h.held {
+		still := false
+		for _, x := range holds {
+			if x != h && x.Covers(id) {
+				still = true
 			}
 		}
-		release = append(release, e.rec)
-		return nil
-	}, func(error) {})
-	if err != nil {
+		if !still {
+			release = append(release, id)
+		}
+	}
+	sort.Strings(release)
+	if err := audit.Record(o.Root, Release, "matter="+matter+" "+h.Query, release); err != nil {
 		return 0, err
 	}
-	if err := o.Audit.Record(Event{Event: "release", Matter: matter, Query: h.Query, Items: len(h.IDs)}); err != nil {
+	if err := removeHold(o.Root, matter); err != nil {
 		return 0, err
 	}
-	if err := o.setLegalHolds(ctx, release, false); err != nil {
-		return 0, err
-	}
-	return len(h.IDs), removeHold(o.Root, matter)
+	return len(h.held), o.setLegalHolds(ctx, release, false)
 }
 
-func (o *Options) setLegalHolds(ctx context.Context, recs []*archive.RemoteRecord, on bool) error {
-	if len(recs) == 0 {
-		return nil
-	}
-	b, err := o.bucket(ctx)
-	if err != nil {
-		return err
-	}
+// setLegalHolds sets or clears Object Lock legal hold on the objects of
+// those items that are in the bucket (under Object Lock).
+func (o *Options) setLegalHolds(ctx context.Context, ids []string, on bool) error {
 	var errs []error
-	for _, r := range recs {
-		if r.LockMode == "" {
-			continue // a bucket without Object Lock has no legal hold
+	for _, id := range ids {
+		r, err := archive.ReadRemoteRecord(o.Root, id)
+		if errors.Is(err, fs.ErrNotExist) || (err == nil && r.LockMode == "") {
+			continue // local, or a bucket without Object Lock (no legal hold there)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		b, err := o.bucket(ctx)
+		if err != nil {
+			return err
 		}
 		for _, kv := range [][2]string{{r.EMLKey, r.EMLVersion}, {r.JSONKey, r.JSONVersion}} {
 			if err := b.SetLegalHold(ctx, kv[0], kv[1], on); err != nil {

@@ -2,7 +2,6 @@ package retention
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,7 +9,10 @@ import (
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/audit"
 	"github.com/postfix-archive/mailarchive/objstore"
+	"github.com/postfix-archive/mailarchive/retention/policy"
+	"github.com/postfix-archive/mailarchive/sealog"
 )
 
 // Actions a plan gives an item.
@@ -40,6 +42,7 @@ type Entry struct {
 type Bucket interface {
 	DeleteVersion(ctx context.Context, key, versionID string) error
 	SetLegalHold(ctx context.Context, key, versionID string, on bool) error
+	SetRetention(ctx context.Context, key, versionID string, lock objstore.Lock) error
 }
 
 var _ Bucket = (*objstore.Store)(nil)
@@ -47,29 +50,25 @@ var _ Bucket = (*objstore.Store)(nil)
 // Options configure plan, apply and holds.
 type Options struct {
 	Root   string
-	Policy *Policy
+	Policy *policy.Policy
 	Now    func() time.Time
 	// Bucket is the root's object storage; nil: opened from
 	// ROOT/.destination when an item needs it.
 	Bucket Bucket
-	// Audit records disposals, holds and releases; nil: ROOT/audit/.
-	Audit Recorder
-	// Compile compiles hold queries; nil: CompileQuery.
-	Compile func(string) (Matcher, error)
+	// Catalog is the search catalog the holds' queries run on; default
+	// ROOT/index/catalog.sqlite (brought up to date first).
+	Catalog string
+	// Signer signs the item log's checkpoint after the tombstones of a
+	// disposal are appended (Apply; sealog.LoadSigner).
+	Signer *sealog.Signer
 }
 
 func (o *Options) defaults() {
 	if o.Policy == nil {
-		o.Policy = Default()
+		o.Policy = policy.Default()
 	}
 	if o.Now == nil {
 		o.Now = time.Now
-	}
-	if o.Audit == nil {
-		o.Audit = AuditFile(o.Root)
-	}
-	if o.Compile == nil {
-		o.Compile = CompileQuery
 	}
 }
 
@@ -95,18 +94,21 @@ func (o *Options) bucket(ctx context.Context) (Bucket, error) {
 
 // Plan visits every item with its retention decision. Damage the walk finds
 // and unreadable envelopes go to problem.
-func Plan(o Options, fn func(Entry) error, problem func(error)) error {
+func Plan(ctx context.Context, o Options, fn func(Entry) error, problem func(error)) error {
 	o.defaults()
 	r, err := archive.OpenReader(o.Root, archive.ReaderOptions{})
 	if err != nil {
 		return err
 	}
-	holds, err := Holds(o.Root, o.Compile)
+	holds, err := o.holds(ctx)
 	if err != nil {
 		return err
 	}
 	now := o.Now()
 	return r.Walk(func(it archive.Item) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		env, err := it.Envelope()
 		if err != nil {
 			problem(fmt.Errorf("%s: %w; kept", it.ID, err))
@@ -123,7 +125,7 @@ func Plan(o Options, fn func(Entry) error, problem func(error)) error {
 		d := o.Policy.Decide(env, it.Stamp)
 		e.Until, e.Rule = d.Until, d.Rule
 		for _, h := range holds {
-			if h.Covers(it.ID, env) {
+			if h.Covers(it.ID) {
 				e.HeldBy = append(e.HeldBy, h.Matter)
 			}
 		}
@@ -148,19 +150,33 @@ func Plan(o Options, fn func(Entry) error, problem func(error)) error {
 // ApplyReport says what Apply did.
 type ApplyReport struct {
 	Disposed, Kept, Held, Waiting int
-	Problems                      []error
+	// Extended counts items in the bucket whose retain-until was moved
+	// to the end of a period the policy lengthened.
+	Extended int
+	Problems []error
 }
 
 // ErrBusy says a filer (or another apply) holds the root's tool lock.
 var ErrBusy = errors.New("a filer or another retention apply is running on this root")
 
-// Apply disposes of every item the plan says to: recorded first (Audit),
-// then its objects' versions in the bucket deleted (the server refuses
-// while they are locked or held), its record, then its local files, the
-// .json first so that it is never half an item.
+// disposeBatch is how many disposals share one tombstone append (one
+// signed checkpoint).
+const disposeBatch = 1000
+
+// Apply disposes of every item the plan says to, a batch at a time: the
+// batch is recorded first, as tombstone leaves in the item log (so verify
+// accepts the items' absence and says what was disposed of, when and under
+// which rule) and in the audit trail; then each item's object versions are
+// deleted from the bucket (the server refuses while they are locked or
+// held), its record, then its local files, the .json first so that it is
+// never half an item. A crash after the tombstones leaves items that are
+// still there, which verify ignores and the next apply disposes of.
 func Apply(ctx context.Context, o Options, verbose func(Entry)) (ApplyReport, error) {
 	o.defaults()
 	var rep ApplyReport
+	if o.Signer == nil {
+		return rep, errors.New("retention: apply needs the log's signer key: disposals are recorded as tombstones in the sealed log")
+	}
 	unlock, ok, err := archive.TryLock(o.Root, archive.ToolLock)
 	if err != nil {
 		return rep, err
@@ -169,43 +185,88 @@ func Apply(ctx context.Context, o Options, verbose func(Entry)) (ApplyReport, er
 		return rep, ErrBusy
 	}
 	defer unlock()
-	err = Plan(o, func(e Entry) error {
+	rd, err := archive.OpenReader(o.Root, archive.ReaderOptions{})
+	if err != nil {
+		return rep, err
+	}
+	var batch []Entry
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		defer func() { batch = batch[:0] }()
+		ts := make([]sealog.Tombstone, len(batch))
+		ids := make([]string, len(batch))
+		now := o.Now()
+		for i, e := range batch {
+			ts[i] = sealog.Tombstone{ID: e.ID, Reason: "retention: " + e.Rule + "; period ended " + e.Until.UTC().Format(time.RFC3339), At: now}
+			ids[i] = e.ID
+		}
+		if err := audit.Record(o.Root, audit.Dispose, "retention", ids); err != nil {
+			return fmt.Errorf("retention: nothing disposed: %w", err)
+		}
+		if _, err := sealog.AppendTombstones(o.Root, rd, o.Signer, ts); err != nil {
+			return fmt.Errorf("retention: nothing disposed: tombstones: %w", err)
+		}
+		for _, e := range batch {
+			if err := o.dispose(ctx, e); err != nil {
+				rep.Problems = append(rep.Problems, fmt.Errorf("%s: tombstoned, but %w; the next apply tries again", e.ID, err))
+				continue
+			}
+			rep.Disposed++
+			if verbose != nil {
+				verbose(e)
+			}
+		}
+		return nil
+	}
+	err = Plan(ctx, o, func(e Entry) error {
+		if e.Action != Dispose && e.rec != nil && e.rec.LockMode != "" && e.rec.RetainUntil.Before(e.Until) {
+			if err := o.extend(ctx, e); err != nil {
+				rep.Problems = append(rep.Problems, fmt.Errorf("%s: extending its retention to %s: %w", e.ID, e.Until.UTC().Format(time.RFC3339), err))
+			} else {
+				rep.Extended++
+			}
+		}
 		switch e.Action {
 		case Keep:
 			rep.Kept++
-			return nil
 		case Held:
 			rep.Held++
-			return nil
 		case Wait:
 			rep.Waiting++
-			return nil
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := o.dispose(ctx, e); err != nil {
-			rep.Problems = append(rep.Problems, fmt.Errorf("%s: %w", e.ID, err))
-			return nil
-		}
-		rep.Disposed++
-		if verbose != nil {
-			verbose(e)
+		case Dispose:
+			batch = append(batch, e)
+			if len(batch) >= disposeBatch {
+				return flush()
+			}
 		}
 		return nil
 	}, func(err error) { rep.Problems = append(rep.Problems, err) })
+	if err == nil {
+		err = flush()
+	}
 	return rep, err
 }
 
+// extend lengthens the retention of an item's objects to the end of its
+// period (the server refuses only to shorten) and records it.
+func (o *Options) extend(ctx context.Context, e Entry) error {
+	b, err := o.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	lock := objstore.Lock{Mode: e.rec.LockMode, RetainUntil: e.Until.UTC().Truncate(time.Second).Add(time.Second)}
+	for _, kv := range [][2]string{{e.rec.EMLKey, e.rec.EMLVersion}, {e.rec.JSONKey, e.rec.JSONVersion}} {
+		if err := b.SetRetention(ctx, kv[0], kv[1], lock); err != nil {
+			return err
+		}
+	}
+	e.rec.RetainUntil = lock.RetainUntil
+	return archive.WriteRemoteRecord(o.Root, e.rec)
+}
+
 func (o *Options) dispose(ctx context.Context, e Entry) error {
-	until := e.Until
-	ev := Event{Event: "dispose", ID: e.ID, Rule: e.Rule, Until: &until, Where: e.Where}
-	if e.rec != nil {
-		ev.SHA256 = e.rec.SHA256
-	}
-	if err := o.Audit.Record(ev); err != nil {
-		return fmt.Errorf("not disposed: %w", err)
-	}
 	if e.rec != nil {
 		b, err := o.bucket(ctx)
 		if err != nil {
@@ -230,58 +291,6 @@ func (o *Options) dispose(ctx context.Context, e Entry) error {
 				return err
 			}
 		}
-	}
-	return nil
-}
-
-// Recorder records retention events. The sealed log's tombstone leaves
-// (package sealog, not merged into this branch yet) are to implement it;
-// until then AuditFile does.
-type Recorder interface {
-	Record(Event) error
-}
-
-// Event is one disposal, hold or release.
-type Event struct {
-	Event  string     `json:"event"` // dispose, hold, release
-	At     time.Time  `json:"at"`
-	ID     string     `json:"id,omitempty"`
-	SHA256 string     `json:"sha256,omitempty"`
-	Rule   string     `json:"rule,omitempty"`
-	Until  *time.Time `json:"until,omitempty"`
-	Where  string     `json:"where,omitempty"`
-	Matter string     `json:"matter,omitempty"`
-	Query  string     `json:"query,omitempty"`
-	Items  int        `json:"items,omitempty"`
-}
-
-// AuditFile appends events to ROOT/audit/retention.jsonl, one JSON line
-// each, fsynced before Record returns.
-type AuditFile string
-
-// Record appends one event.
-func (a AuditFile) Record(ev Event) error {
-	if ev.At.IsZero() {
-		ev.At = time.Now().UTC()
-	}
-	dir := filepath.Join(string(a), "audit")
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("retention: audit: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, "retention.jsonl"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-	if err != nil {
-		return fmt.Errorf("retention: audit: %w", err)
-	}
-	b, _ := json.Marshal(ev)
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("retention: audit: %w", err)
 	}
 	return nil
 }

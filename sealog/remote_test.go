@@ -57,7 +57,7 @@ func TestVerifyRemoteItems(t *testing.T) {
 		key := t.Name() + "/" + archive.DatedDir(pid.Stamp, false) + "/" + id
 		rec := &archive.RemoteRecord{Version: 1, ID: id, URL: "memtest://b/" + t.Name(), EMLKey: key + ".eml", EMLVersion: "1",
 			JSONKey: key + ".json", JSONVersion: "1", Size: int64(len(msg)), SHA256: hex.EncodeToString(sum[:]),
-			Envelope: env, UploadedAt: time.Now()}
+			Envelope: string(env), JSONSHA256: jsonSum(env), UploadedAt: time.Now()}
 		bucketMu.Lock()
 		bucket[rec.EMLKey+"?1"], bucket[rec.JSONKey+"?1"] = string(msg), string(env)
 		bucketMu.Unlock()
@@ -93,4 +93,9 @@ func TestVerifyRemoteItems(t *testing.T) {
 	if len(rep.Findings) != 1 || rep.Findings[0].Kind != sealog.FindAlteredJSON || rep.Findings[0].ID != ids[1] {
 		t.Fatalf("findings %v", rep.Findings)
 	}
+}
+
+func jsonSum(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

@@ -281,12 +281,20 @@ func HashMessage(it archive.Item) (string, int64, error) {
 		return "", 0, err
 	}
 	defer f.Close()
+	sum, n, err := hashReader(f)
+	if err != nil {
+		return "", 0, fmt.Errorf("read %s.eml: %w", it.ID, err)
+	}
+	return sum, n, nil
+}
+
+func hashReader(f io.Reader) (string, int64, error) {
 	h := sha256.New()
 	bp := hashBufs.Get().(*[]byte)
 	defer hashBufs.Put(bp)
 	n, err := io.CopyBuffer(h, struct{ io.Reader }{f}, *bp)
 	if err != nil {
-		return "", 0, fmt.Errorf("read %s.eml: %w", it.ID, err)
+		return "", 0, err
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/audit"
 	"github.com/postfix-archive/mailarchive/internal/cli"
+	"github.com/postfix-archive/mailarchive/retention"
+	"github.com/postfix-archive/mailarchive/retention/policy"
 	"github.com/postfix-archive/mailarchive/sealog"
 )
 
@@ -144,7 +146,9 @@ checks every stored checkpoint's signature and that each is a prefix of the
 current tree, and compares with a checkpoint kept outside (--checkpoint: the
 one the officer kept or --publish handed out). Findings by kind: altered-eml,
 altered-json, removed, day-removed, inserted, late, manifest, truncated,
-rollback, history-rewritten, log-corrupt, damaged.
+rollback, history-rewritten, log-corrupt, damaged; for items in object
+storage (filer --to): object-gone, object-changed, lock-short (the object's
+lock mode or retain-until no longer covers the retention policy, --policy).
 Exit status: 0 clean, 1 findings, 2 could not verify.`)
 	key := fs.String("key", "", "the verifier key: a `FILE` or the key itself")
 	ext := fs.String("checkpoint", "", "a signed checkpoint `FILE` kept outside the archive")
@@ -152,6 +156,7 @@ Exit status: 0 clean, 1 findings, 2 could not verify.`)
 	filed := fs.String("filed", "", "the dated tree's root `DIR`, if not ROOT")
 	textfile := fs.String("textfile", DefaultTextfile, "record the result in `FILE` (Prometheus textfile format; skipped if its directory is missing)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	policy := fs.String("policy", policy.DefaultFile, "the retention policy `FILE` the locks of items in object storage must cover")
 	if done, st := cli.Parse(e, fs, args); done {
 		return st
 	}
@@ -183,6 +188,10 @@ Exit status: 0 clean, 1 findings, 2 could not verify.`)
 	}
 	rep, err := sealog.Verify(e.Ctx, sealog.VerifyOptions{Root: *dir, Filed: *filed, Verifier: v, External: external, Since: *since})
 	if err != nil {
+		record(nil, false)
+		return e.Errorf("%v", err)
+	}
+	if err := verifyLocks(e, *dir, *policy, rep); err != nil {
 		record(nil, false)
 		return e.Errorf("%v", err)
 	}
@@ -349,4 +358,22 @@ and which IDs it returned. Entries not sealed yet are marked pending.`)
 		return cli.ExitFindings
 	}
 	return cli.ExitOK
+}
+
+// verifyLocks adds the findings of the objects in the bucket, when the
+// archive files into one (ROOT/.destination).
+func verifyLocks(e *cli.Env, root, policyFile string, rep *sealog.Report) error {
+	if d, err := archive.ReadDestination(root); err != nil || d == nil {
+		return err
+	}
+	p, err := policy.Load(policyFile)
+	if err != nil {
+		return err
+	}
+	fs, _, err := retention.VerifyLocks(e.Ctx, retention.Options{Root: root, Policy: p})
+	if err != nil {
+		return fmt.Errorf("checking the objects in the bucket: %w", err)
+	}
+	rep.Findings = append(rep.Findings, fs...)
+	return nil
 }

@@ -1,7 +1,7 @@
-// Package retention decides how long each archived item is kept, disposes
-// of items past their period, and keeps items under legal hold: for the
-// local tiers and for items in object storage (where the bucket's Object
-// Lock enforces the same dates).
+// Package policy is the retention policy: how long each archived item is
+// kept. The filer takes each object's retain-until from it; package
+// retention disposes of items past it. It depends on nothing but archive,
+// so both can use it.
 //
 // The policy file, one statement a line, '#' starts a comment:
 //
@@ -16,7 +16,7 @@
 // is counted from its ID's stamp. When several rules match, the longest
 // period wins: keeping too long is a cost, disposing too early can be an
 // offence. When none matches, the default applies.
-package retention
+package policy
 
 import (
 	"bufio"
@@ -31,8 +31,8 @@ import (
 	"github.com/postfix-archive/mailarchive/archive"
 )
 
-// DefaultPolicyFile is where the filer and mailarchive look for the policy.
-const DefaultPolicyFile = "/etc/mailarchive/retention.conf"
+// DefaultFile is where the filer and mailarchive look for the policy.
+const DefaultFile = "/etc/mailarchive/retention.conf"
 
 // DefaultPeriod applies when the policy file does not set one.
 var DefaultPeriod = Period{Years: 7}
@@ -219,17 +219,29 @@ func Parse(r io.Reader, name string) (*Policy, error) {
 func Load(path string) (*Policy, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) && path == DefaultPolicyFile {
+		if errors.Is(err, os.ErrNotExist) && path == DefaultFile {
 			return Default(), nil
 		}
-		return nil, fmt.Errorf("retention: %w", err)
+		return nil, fmt.Errorf("policy: %w", err)
 	}
 	defer f.Close()
 	p, err := Parse(f, path)
 	if err != nil {
-		return nil, fmt.Errorf("retention: %w", err)
+		return nil, fmt.Errorf("policy: %w", err)
 	}
 	return p, nil
+}
+
+// Longest is the longest period the policy gives any item.
+func (p *Policy) Longest() Period {
+	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := p.Default
+	for _, r := range p.Rules {
+		if r.Keep.After(t0).After(l.After(t0)) {
+			l = r.Keep
+		}
+	}
+	return l
 }
 
 // Decision is how long one item is kept and why.
@@ -257,21 +269,45 @@ func (p *Policy) Decide(env *archive.Envelope, stamp time.Time) Decision {
 
 func (r Rule) matches(env *archive.Envelope) bool {
 	for _, c := range r.Conds {
-		if !c.term().match("", env) {
+		if !c.matches(env) {
 			return false
 		}
 	}
 	return true
 }
 
-// term is the hold-query term that means the same as the condition, so
-// rules and queries match envelopes the same way.
-func (c Cond) term() term {
+func (c Cond) matches(env *archive.Envelope) bool {
 	switch c.Key {
+	case "source":
+		return env.Source == c.Value
+	case "tag":
+		for _, t := range env.Tags {
+			if t == c.Value {
+				return true
+			}
+		}
 	case "sender-domain":
-		return term{"from", "@" + c.Value}
+		return env.MailFrom != nil && domainMatches(env.MailFrom.Addr, c.Value)
 	case "recipient-domain":
-		return term{"to", "@" + c.Value}
+		for _, r := range env.RcptTo {
+			if domainMatches(r.Addr, c.Value) {
+				return true
+			}
+		}
 	}
-	return term{c.Key, c.Value}
+	return false
+}
+
+// domainMatches compares the domain of addr with a rule's domain: equal
+// (ASCII case-insensitively), or for "*.D" any subdomain of D.
+func domainMatches(addr, want string) bool {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return false
+	}
+	dom := strings.ToLower(strings.TrimSuffix(addr[i+1:], "."))
+	if sub, ok := strings.CutPrefix(want, "*."); ok {
+		return strings.HasSuffix(dom, "."+sub)
+	}
+	return dom == want
 }

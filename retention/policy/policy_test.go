@@ -1,4 +1,4 @@
-package retention
+package policy
 
 import (
 	"strings"
@@ -116,7 +116,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
-	if p, err := Load(DefaultPolicyFile); err != nil && !strings.Contains(err.Error(), "permission") {
+	if p, err := Load(DefaultFile); err != nil && !strings.Contains(err.Error(), "permission") {
 		t.Errorf("default path: %v", err)
 	} else if err == nil && p == nil {
 		t.Error("nil policy")
@@ -152,54 +152,5 @@ func FuzzParse(f *testing.F) {
 		if a, b := p.Decide(env, t0), q.Decide(env, t0); !a.Until.Equal(b.Until) {
 			t.Fatalf("%q: decisions differ %v %v", in, a, b)
 		}
-	})
-}
-
-func TestQuery(t *testing.T) {
-	env := &archive.Envelope{Source: "proxy", Tags: []string{"t1"}, MailFrom: &archive.MailFrom{Addr: "Joe@Mail.Example.COM"},
-		RcptTo: []archive.Rcpt{{Addr: "a@x.org"}, {Addr: "b@legal.y.org"}}}
-	for _, tc := range []struct {
-		q     string
-		match bool
-		err   string
-	}{
-		{"id:ID1", true, ""},
-		{"id:ID2", false, ""},
-		{"from:joe@mail.example.com", true, ""},
-		{"from:@mail.example.com", true, ""},
-		{"from:@example.com", false, ""},
-		{"from:@*.example.com", true, ""},
-		{"to:@x.org source:proxy", true, ""},
-		{"to:@x.org source:milter", false, ""},
-		{"to:b@legal.y.org tag:t1", true, ""},
-		{"tag:t2", false, ""},
-		{"", false, "empty"},
-		{"subject:x", false, "unknown field"},
-		{"from:", false, "with a value"},
-		{"joe", false, "with a value"},
-	} {
-		m, err := CompileQuery(tc.q)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%q: %v, want %q", tc.q, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || m.Match("ID1", env) != tc.match {
-			t.Errorf("%q: %v, want match %v", tc.q, err, tc.match)
-		}
-	}
-}
-
-func FuzzQuery(f *testing.F) {
-	f.Add("from:@*.example.com to:a@b tag:x id:y source:proxy")
-	f.Fuzz(func(t *testing.T, q string) {
-		m, err := CompileQuery(q)
-		if err != nil {
-			return
-		}
-		env := &archive.Envelope{MailFrom: &archive.MailFrom{Addr: q}, RcptTo: []archive.Rcpt{{Addr: "@"}}, Tags: []string{q}}
-		m.Match(q, env)
-		m.Match("", &archive.Envelope{})
 	})
 }
