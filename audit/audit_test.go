@@ -25,6 +25,10 @@ func TestRecordSealList(t *testing.T) {
 	if err := audit.Record(root, audit.Search, "", nil); err != nil {
 		t.Fatal(err)
 	}
+	if fi, err := os.Stat(filepath.Join(root, "audit", "pending")); err != nil ||
+		fi.Mode()&(os.ModeSetgid|os.ModeSticky|os.ModePerm) != os.ModeSetgid|os.ModeSticky|0o770 {
+		t.Fatalf("audit/pending: %v %v (want group-writable, setgid, sticky)", fi.Mode(), err)
+	}
 	committed, pending, err := sealog.ReadAudit(root, time.Time{})
 	if err != nil || len(committed) != 0 || len(pending) < 3 {
 		t.Fatalf("before seal: %d committed, %d pending, %v", len(committed), len(pending), err)

@@ -80,6 +80,10 @@ func Seal(ctx context.Context, o SealOptions) (SealResult, error) {
 	if err := lg.ensureCheckpoint(); err != nil {
 		return res, err
 	}
+	// Made by seal, the archive user, so that it owns it (see ensurePending).
+	if _, err := ensurePending(o.Root); err != nil {
+		return res, err
+	}
 	st, err := loadState(lg)
 	if err != nil {
 		return res, err

@@ -109,6 +109,10 @@ Exit status: 0 done, 1 items could not be logged (damage, listed), 2 error.`)
 	if done, st := cli.Parse(e, fs, args); done {
 		return st
 	}
+	// Files root made would lock the archive user's next seal out.
+	if err := cli.CheckOwner("mailarchive seal", *dir); err != nil {
+		return e.Errorf("%v", err)
+	}
 	s, err := sealog.LoadSigner(*signer)
 	if err != nil {
 		return e.Errorf("%v", err)
