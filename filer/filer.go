@@ -12,15 +12,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
 )
 
 // LockName is the lock file filers of one root take in it.
-const LockName = ".filer.lock"
+const LockName = archive.ToolLock
 
 // ErrLocked says another filer holds the root's lock.
 var ErrLocked = errors.New("another filer is running on this root")
@@ -154,19 +152,14 @@ func (f *filer) file(e archive.RootEntry) {
 
 // lock takes the root's filer lock without waiting.
 func lock(root string) (func(), error) {
-	p := filepath.Join(root, LockName)
-	l, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o640)
+	unlock, ok, err := archive.TryLock(root, LockName)
 	if err != nil {
-		return nil, fmt.Errorf("filer: lock: %w", err)
+		return nil, fmt.Errorf("filer: %w", err)
 	}
-	if err := syscall.Flock(int(l.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		l.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, ErrLocked
-		}
-		return nil, fmt.Errorf("filer: lock %s: %w", p, err)
+	if !ok {
+		return nil, ErrLocked
 	}
-	return func() { l.Close() }, nil
+	return unlock, nil
 }
 
 func (f *filer) recover() {

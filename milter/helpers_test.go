@@ -16,6 +16,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
 	"github.com/postfix-archive/mailarchive/milter"
 )
 
@@ -44,7 +45,9 @@ func startServer(t testing.TB, cfg milter.Config) *testServer {
 		t.Fatal(err)
 	}
 	cfg.Store = store
-	cfg.Logger = log
+	if cfg.Logger == nil {
+		cfg.Logger = log
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -235,4 +238,25 @@ func (r *rawConn) headersBodyEnd(fields [][2]string, body string) string {
 		r.t.Fatalf("end of message: %c, want c", code)
 	}
 	return data
+}
+
+// bufLogger logs to a buffer the test reads.
+func bufLogger() (*slog.Logger, *archivetest.SyncBuffer) {
+	var b archivetest.SyncBuffer
+	return slog.New(slog.NewTextHandler(&b, nil)), &b
+}
+
+// wantLogLine fails unless some line of log has every piece of want.
+func wantLogLine(t *testing.T, log string, want ...string) {
+	t.Helper()
+	for _, line := range strings.Split(log, "\n") {
+		ok := true
+		for _, w := range want {
+			ok = ok && strings.Contains(line, w)
+		}
+		if ok {
+			return
+		}
+	}
+	t.Errorf("no log line with all of %q:\n%s", want, log)
 }

@@ -320,7 +320,8 @@ func breakArchive(t *testing.T, dir string) func() {
 }
 
 func TestArchiveFailureTempfail(t *testing.T) {
-	ts := startServer(t, milter.Config{OnArchiveError: archive.PolicyTempfail, AddHeader: true})
+	log, logBuf := bufLogger()
+	ts := startServer(t, milter.Config{OnArchiveError: archive.PolicyTempfail, AddHeader: true, Logger: log})
 	repair := breakArchive(t, ts.dir)
 	s := ts.client(t)
 	connectHelo(t, s, "helo.example")
@@ -334,6 +335,8 @@ func TestArchiveFailureTempfail(t *testing.T) {
 	if n := len(ts.items(t)); n != 0 {
 		t.Fatalf("%d items", n)
 	}
+	wantLogLine(t, logBuf.String(), "level=ERROR", `msg="message not archived: archive failed, answered tempfail"`,
+		"queue_id=Q1", "from=a@example.org", "rcpts_accepted=1", "outcome=tempfailed", "err=")
 	// The client retries on the same connection once the archive is back;
 	// the connection's data survived the tempfail.
 	repair()
@@ -352,7 +355,8 @@ func TestArchiveFailureTempfail(t *testing.T) {
 }
 
 func TestArchiveFailureAccept(t *testing.T) {
-	ts := startServer(t, milter.Config{OnArchiveError: archive.PolicyPass, AddHeader: true})
+	log, logBuf := bufLogger()
+	ts := startServer(t, milter.Config{OnArchiveError: archive.PolicyPass, AddHeader: true, Logger: log})
 	breakArchive(t, ts.dir)
 	s := ts.client(t)
 	connectHelo(t, s, "helo.example")
@@ -366,6 +370,7 @@ func TestArchiveFailureAccept(t *testing.T) {
 	if n := len(ts.items(t)); n != 0 {
 		t.Fatalf("%d items", n)
 	}
+	wantLogLine(t, logBuf.String(), "level=ERROR", "MESSAGE NOT ARCHIVED", "queue_id=Q1", "outcome=not_archived")
 }
 
 // TestArchiveFailureMidMessage breaks the archive after the item was

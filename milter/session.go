@@ -232,11 +232,13 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		}
 	}
 	env := s.envelope(tx)
+	// The proxy's keys (README, "Logs"): the milter never sees the
+	// recipients smtpd refused, so it has no rcpts_refused.
 	attrs := []any{
 		"queue_id", env.QueueID,
 		"client", s.client.Addr,
-		"sender", mailAddr(tx.mailFrom),
-		"rcpts", len(tx.rcpts),
+		"from", mailAddr(tx.mailFrom),
+		"rcpts_accepted", len(tx.rcpts),
 	}
 	if tx.err == nil {
 		tx.err = tx.w.Commit(env)
@@ -244,7 +246,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	if tx.err == nil {
 		met.CommitObserved(time.Since(commitStart))
 		met.MessageDone(metrics.OutcomeAccepted, env.Message.Size)
-		s.log.Info("message archived", append(attrs, "id", env.ID, "size", env.Message.Size, "outcome", "archived",
+		s.log.Info("message archived", append(attrs, "id", env.ID, "size", env.Message.Size, "outcome", archive.OutcomeAccepted,
 			"duration", time.Since(tx.start).Round(time.Millisecond))...)
 		if s.srv.cfg.AddHeader {
 			if err := m.AddHeader("X-Archive-ID", s.headerValue(env.ID)); err != nil {
@@ -276,12 +278,12 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	if policy == archive.PolicyPass {
 		met.MessageDone(metrics.OutcomeNotArchived, 0)
 		s.log.Error("MESSAGE NOT ARCHIVED: archive failed, message accepted anyway (--on-archive-error=accept)",
-			append(attrs, "outcome", "accepted_unarchived")...)
+			append(attrs, "outcome", metrics.OutcomeNotArchived)...)
 		return gomilter.RespContinue, nil
 	}
 	met.MessageDone(metrics.OutcomeTempfailed, 0)
 	s.log.Error("message not archived: archive failed, answered tempfail",
-		append(attrs, "outcome", "tempfailed")...)
+		append(attrs, "outcome", archive.OutcomeTempfailed)...)
 	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), replyTempfail), nil
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-peers.sh: install the real programs the end-to-end tests talk to,
-# when they are missing: Postfix, swaks, miltertest, socat, python3 and
-# versitygw (built with go install into a cache directory, see below).
+# when they are missing: Postfix, swaks, miltertest, socat, python3, notmuch
+# (the read side's differential search test) and versitygw (built with go
+# install into a cache directory, see below).
 # "install-peers.sh versitygw" does only the versitygw step.
 #
 # Idempotent: when everything is present it does nothing and touches no
@@ -25,6 +26,7 @@ declare -A want=(
 	[socat]=socat
 	[python3]=python3
 	[script]=bsdutils
+	[notmuch]=notmuch
 )
 
 have() {
@@ -76,7 +78,7 @@ for prog in "${!want[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-	echo "install-peers: all peers present (postfix, swaks, miltertest, socat, python3)"
+	echo "install-peers: all peers present (postfix, swaks, miltertest, socat, python3, notmuch)"
 	exit 0
 fi
 

@@ -29,6 +29,11 @@ Postfix main.cf (see postfix-examples/milter/main.cf):
     milter_default_action = tempfail
     milter_protocol = 6
 
+On a unix socket in Postfix's (chrooted) queue directory, with main.cf
+saying smtpd_milters = unix:/milter/archive.sock:
+
+    milter_archiver -l unix:/var/spool/postfix/milter/archive.sock --socket-group postfix
+
 Flags:
 `
 

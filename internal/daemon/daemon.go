@@ -61,7 +61,7 @@ type Flags struct {
 func AddFlags(fs *pflag.FlagSet) *Flags {
 	f := &Flags{Name: fs.Name(), fs: fs, syslogPath: DevLog, euid: os.Geteuid(), stderr: os.Stderr}
 	f.Log = logging.AddFlags(fs)
-	fs.StringVar(&f.LogTarget, "log-target", TargetStderr, "where logs go: `TARGET` stderr, or syslog (facility mail, tag "+f.Name+", via "+DevLog+": next to Postfix's lines in the mail log)")
+	fs.StringVar(&f.LogTarget, "log-target", TargetStderr, "log `TARGET`: stderr, or syslog (via "+DevLog+", facility mail, tag "+f.Name+": next to Postfix's lines in the mail log)")
 	fs.StringVar(&f.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port; default off)")
 	f.version = fs.Bool("version", false, "print the version and exit")
 	return f
