@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -76,11 +77,12 @@ type conn struct {
 	log    *slog.Logger
 	peer   *archive.Peer
 
-	// server is set once by serve; Shutdown reads it through close, so
-	// both go through mu.
-	mu     sync.Mutex
-	server net.Conn
-	dead   bool // closed: a server connected later is closed at once
+	// server (and the dial's cancel) are set once by serve; Shutdown
+	// reads them through close, so both go through mu.
+	mu         sync.Mutex
+	server     net.Conn
+	dead       bool // closed: a server connected later is closed at once
+	cancelDial func()
 
 	q         chan *pending
 	npending  atomic.Int32
@@ -139,7 +141,19 @@ func (w deadlineWriter) Write(p []byte) (int, error) {
 // serve runs the connection to its end.
 func (c *conn) serve() {
 	defer c.client.Close()
-	server, err := net.DialTimeout("tcp", c.s.cfg.Server, c.s.cfg.DialTimeout)
+	// The dial ends early when the connection is closed (a shutdown out
+	// of time must not wait for DialTimeout).
+	ctx, cancel := context.WithCancel(context.Background())
+	c.mu.Lock()
+	c.cancelDial = cancel
+	dead := c.dead
+	c.mu.Unlock()
+	if dead {
+		cancel()
+	}
+	d := net.Dialer{Timeout: c.s.cfg.DialTimeout}
+	server, err := d.DialContext(ctx, "tcp", c.s.cfg.Server)
+	cancel()
 	if err != nil {
 		c.s.cfg.Metrics.DownstreamFailed()
 		c.log.Error("cannot connect to the server; client told to retry", "server", c.s.cfg.Server, "err", err)
@@ -236,8 +250,11 @@ func (c *conn) close(why string) {
 		}
 		c.mu.Lock()
 		c.dead = true
-		server := c.server
+		server, cancelDial := c.server, c.cancelDial
 		c.mu.Unlock()
+		if cancelDial != nil {
+			cancelDial()
+		}
 		close(c.closed)
 		c.client.Close()
 		if server != nil {

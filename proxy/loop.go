@@ -131,11 +131,19 @@ func (g *loopGuard) health() error {
 
 var receivedID = regexp.MustCompile(`(?i)\sid\s+([0-9A-Za-z]+)`)
 
-// receivedIDs returns the queue IDs named by the Received: fields in the
-// header at the start of a message ("... with ESMTP id 4Z1abc ...").
+// loopReceived is how many Received: fields from the top are looked at:
+// the one the looping smtpd added, and one a filter in front of the proxy
+// may have added above it. A message that came back from another host (a
+// mail loop elsewhere) has that host's and its receiving smtpd's fields
+// above ours, so it is not taken for a content-filter loop.
+const loopReceived = 2
+
+// receivedIDs returns the queue IDs named by the top loopReceived
+// Received: fields of the header at the start of a message ("... with
+// ESMTP id 4Z1abc ...").
 func receivedIDs(head []byte) []string {
 	var ids []string
-	for len(head) > 0 {
+	for seen := 0; len(head) > 0 && seen < loopReceived; {
 		end := bytes.IndexByte(head, '\n')
 		if end < 0 {
 			return ids // cut off: not a whole field
@@ -158,6 +166,7 @@ func receivedIDs(head []byte) []string {
 		if !ok || !strings.EqualFold(string(bytes.TrimRight(name, " \t")), "Received") {
 			continue
 		}
+		seen++
 		if m := receivedID.FindSubmatch(value); m != nil {
 			ids = append(ids, string(m[1]))
 		}

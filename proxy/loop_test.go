@@ -19,6 +19,11 @@ func TestReceivedIDs(t *testing.T) {
 	if want := []string{"4Zab12CdEf", "8C1D2E3F4A5"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("receivedIDs = %v, want %v", got, want)
 	}
+	// Only the top two Received: fields count.
+	three := "Received: by a with ESMTP id ONE\r\nReceived: by b with ESMTP id TWO\r\nReceived: by c with ESMTP id THREE\r\n\r\n"
+	if got := receivedIDs([]byte(three)); !reflect.DeepEqual(got, []string{"ONE", "TWO"}) {
+		t.Fatalf("three fields: %v", got)
+	}
 	// A field cut off by the end of the captured head is not read.
 	if got := receivedIDs([]byte("Received: by x with ESMTP id CUT")); got != nil {
 		t.Fatalf("cut field: %v", got)

@@ -151,7 +151,9 @@ func FuzzParseCommand(f *testing.F) {
 		if c.Verb == "" && trimmed != "" {
 			t.Fatalf("no verb in %q", view)
 		}
-		if fields := strings.Fields(trimmed); len(fields) > 0 && !strings.ContainsAny(fields[0], "<\"\\:") {
+		// C's isspace, not Unicode's (U+0085 is no separator to Postfix).
+		cSpace := func(r rune) bool { return r < 0x80 && strings.ContainsRune(" \t\n\v\f\r", r) }
+		if fields := strings.FieldsFunc(trimmed, cSpace); len(fields) > 0 && !strings.ContainsAny(fields[0], "<\"\\:") {
 			if c.Verb != strings.ToUpper(fields[0]) {
 				t.Fatalf("verb %q, first field %q", c.Verb, fields[0])
 			}
