@@ -335,6 +335,12 @@ func (s *Store) itemWhole(st *itemState) (bool, []string) {
 	if err != nil {
 		return false, damaged
 	}
+	if it.Remote != nil {
+		// The filer moved it into object storage (only after a recovery
+		// that checkpointed this record, or while another process held
+		// it): never make it again locally.
+		return true, nil
+	}
 	env, err := ReadEnvelope(it.JSONPath)
 	if err == nil && env.ID == st.id && env.Message.Size >= st.size {
 		if sum, n, err := hashFile(it.EMLPath); err == nil && n == env.Message.Size && sum == env.Message.SHA256 {

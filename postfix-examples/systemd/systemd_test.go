@@ -62,7 +62,7 @@ func verify(t *testing.T, bindir string, files ...string) {
 // stubBinaries makes executables named like the commands.
 func stubBinaries(t *testing.T) string {
 	dir := t.TempDir()
-	for _, n := range []string{"proxy_archiver", "milter_archiver", "filer", "archiver"} {
+	for _, n := range []string{"proxy_archiver", "milter_archiver", "filer", "archiver", "mailarchive"} {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -116,6 +116,9 @@ func TestDaemonHardening(t *testing.T) {
 			"SystemCallFilter":        "@system-service",
 			"Restart":                 "on-failure",
 			"KillSignal":              "SIGTERM",
+			"SyslogFacility":          "mail",
+			// Debian's real Postfix unit is postfix@-.service.
+			"Before": "postfix.service postfix@-.service",
 		} {
 			if got, ok := kv[k]; !ok || got != want {
 				t.Errorf("%s: %s=%q, want %q", unit, k, got, want)
@@ -127,6 +130,32 @@ func TestDaemonHardening(t *testing.T) {
 		}
 		if m := regexp.MustCompile(`--shutdown-timeout[ =](\S+)`).FindStringSubmatch(kv["ExecStart"]); m != nil {
 			t.Errorf("%s: ExecStart sets --shutdown-timeout %s: update this test's expectation", unit, m[1])
+		}
+	}
+}
+
+// TestUnitDocs: every document a unit names, in Documentation= or in its
+// comments, exists in this repository.
+func TestUnitDocs(t *testing.T) {
+	docRef := regexp.MustCompile(`(?:share/doc/mailarchive/|\bdocs/)([A-Za-z0-9_.-]+\.md)|\b(README\.md)`)
+	for _, u := range units {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs := docRef.FindAllStringSubmatch(string(b), -1)
+		for _, m := range refs {
+			name := m[1] + m[2]
+			path := filepath.Join("../../docs", name)
+			if name == "README.md" {
+				path = "../../README.md"
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("%s names %s: %v", u, m[0], err)
+			}
+		}
+		if len(refs) == 0 && strings.HasSuffix(u, ".service") {
+			t.Errorf("%s names no documentation", u)
 		}
 	}
 }
@@ -164,6 +193,7 @@ func TestMakeInstall(t *testing.T) {
 		"opt/ma/bin/proxy_archiver":                      {0o755, root.uid, root.gid},
 		"opt/ma/bin/milter_archiver":                     {0o755, root.uid, root.gid},
 		"opt/ma/bin/filer":                               {0o755, root.uid, root.gid},
+		"opt/ma/bin/mailarchive":                         {0o755, root.uid, root.gid},
 		"opt/ma/bin/archiver":                            {0o755 | os.ModeSetuid | os.ModeSetgid, uid, gid},
 		"var/spool/mailarchive":                          {0o750 | os.ModeDir | os.ModeSetgid, uid, gid},
 		"var/spool/mailarchive/tmp":                      {0o750 | os.ModeDir | os.ModeSetgid, uid, gid},
