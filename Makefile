@@ -2,7 +2,7 @@
 #   make          build every command into bin/
 #   make test     install the real peers if missing, vet, gofmt check,
 #                 arm64 cross-build, go test -race
-#   make demo     run proxy_archiver in front of a sink and show the archive
+#   make demo     capture through proxy_archiver, then search, seal, verify, prove, export
 #   make bench    benchmarks (see README)
 #   make fuzz     run each fuzz target for FUZZTIME
 #   make install  install binaries, systemd units, docs and the archive
@@ -61,7 +61,7 @@ unit:
 test: peers vet fmt-check cross build unit
 
 # Built, not "go run": a signal to make (or a closed pipe, make demo | head)
-# then reaches the demo itself, which stops the sink and the proxy.
+# then reaches the demo itself, which stops everything it started.
 # DEMO_FLAGS=--keep leaves them running for your own mail until ^C.
 demo: build
 	$(GO) build -o bin/demo ./scripts/demo

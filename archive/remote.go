@@ -298,6 +298,37 @@ func (it Item) openRemote() (*os.File, error) {
 	return f, nil
 }
 
+// maxEnvelope bounds a fetched ID.json (envelopes are a few KiB; a milter
+// item's macros can make them larger, never this large).
+const maxEnvelope = 16 << 20
+
+// ReadJSON returns the bytes of the item's ID.json as stored: read from the
+// file, or, for an item in object storage, fetched (the record keeps the
+// envelope decoded, not its bytes). The sealed log commits to these bytes.
+func (it Item) ReadJSON() ([]byte, error) {
+	if it.Remote == nil {
+		b, err := os.ReadFile(it.JSONPath)
+		if err != nil {
+			return nil, fmt.Errorf("archive: read %s.json: %w", it.ID, unwrapPath(err))
+		}
+		return b, nil
+	}
+	objs, err := it.r.objects()
+	if err != nil {
+		return nil, err
+	}
+	body, err := objs.GetObject(context.Background(), it.Remote.JSONKey, it.Remote.JSONVersion)
+	if err != nil {
+		return nil, fmt.Errorf("archive: fetch %s.json: %w", it.ID, err)
+	}
+	defer body.Close()
+	b, err := io.ReadAll(io.LimitReader(body, maxEnvelope))
+	if err != nil {
+		return nil, fmt.Errorf("archive: fetch %s.json: %w", it.ID, err)
+	}
+	return b, nil
+}
+
 // walkRemoteDay visits the remote records of one day not in seen.
 func (r *Reader) walkRemoteDay(day string, seen map[string]bool, fn WalkFunc, problem func(Problem)) error {
 	dir := filepath.Join(r.root, RemoteDir, day)
@@ -442,13 +473,12 @@ func TryLock(root, name string) (unlock func(), ok bool, err error) {
 // EnvelopeBytes is the item's ID.json byte for byte, wherever the item is.
 // (Readers that hash or copy the envelope use it, not JSONPath, which is a
 // URL for an item in object storage.)
+// For an item in object storage it is the copy kept in the local record
+// (checked against the recorded SHA-256, no request); ReadJSON fetches
+// the object itself.
 func (it Item) EnvelopeBytes() ([]byte, error) {
 	if it.Remote == nil {
-		b, err := os.ReadFile(it.JSONPath)
-		if err != nil {
-			return nil, fmt.Errorf("archive: read %s.json: %w", it.ID, unwrapPath(err))
-		}
-		return b, nil
+		return it.ReadJSON()
 	}
 	b := []byte(it.Remote.Envelope)
 	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != it.Remote.JSONSHA256 {

@@ -18,18 +18,21 @@ import (
 	"syscall"
 	"time"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite", FTS5 compiled in
+	"modernc.org/sqlite" // database/sql driver "sqlite", FTS5 compiled in
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// SchemaVersion is the layout of the tables below. A catalog with another
-// version is rebuilt by the next Update: it is only a cache.
-const SchemaVersion = 1
+// SchemaVersion is the layout of the tables below. A catalog with an older
+// version is rebuilt by the next Update: it is only a cache. One with a
+// newer version is left alone (ErrNewer).
+const SchemaVersion = 2
 
 // DefaultPath is where the catalog of an archive root lives.
 func DefaultPath(root string) string { return filepath.Join(root, "index", "catalog.sqlite") }
 
 // schema: items holds one row per item with what search shows and filters
-// on; attrs the exact-match values (msgid, queueid, source, outcome, tag);
+// on; attrs the exact-match values (msgid, queueid, source, outcome, tag,
+// and the addresses of from, to, cc and rcpt);
 // fts the words, without their text (content=”). days remembers each dated
 // directory's modification time when it was last read in full.
 var schema = []string{
@@ -76,13 +79,22 @@ var ErrNoCatalog = errors.New("no catalog")
 // ErrOutdated: the catalog was made by another version of the code.
 var ErrOutdated = errors.New("catalog made by another version")
 
+// ErrNewer: the catalog was made by a newer version; it is left alone.
+var ErrNewer = errors.New("catalog made by a newer mailarchive (use that one, or --index another path)")
+
 // ErrDamaged: the file is not a usable SQLite database.
 var ErrDamaged = errors.New("catalog damaged")
 
-func dsn(path string, readOnly bool) string {
-	q := "?_pragma=busy_timeout(30000)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)&_txlock=immediate"
-	if readOnly {
-		q = "?mode=ro&_pragma=busy_timeout(30000)"
+// dsn: Update writes in WAL mode (searches go on meanwhile); readers set
+// no journal mode (that would persist in the file, see Update) and open
+// read-only when they may not write.
+func dsn(path string, writer, readOnly bool) string {
+	q := "?_pragma=busy_timeout(30000)"
+	switch {
+	case writer:
+		q += "&_pragma=journal_mode(wal)&_pragma=synchronous(normal)&_txlock=immediate"
+	case readOnly:
+		q += "&mode=ro"
 	}
 	return "file:" + path + q
 }
@@ -97,7 +109,7 @@ func OpenRead(path string) (*Catalog, error) {
 	// Read-write when we may, so that SQLite can use the WAL's shared
 	// memory; read-only for users who may only read (the archive group).
 	ro := syscall.Access(path, 2 /* W_OK */) != nil
-	db, err := sql.Open("sqlite", dsn(path, ro))
+	db, err := sql.Open("sqlite", dsn(path, false, ro))
 	if err != nil {
 		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
 	}
@@ -109,13 +121,34 @@ func OpenRead(path string) (*Catalog, error) {
 	return c, nil
 }
 
+// damaged tells a file that is not a database (or a broken one) from
+// errors such as a permission denied, which a rebuild would not cure.
+func damaged(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Catalog) checkVersion() error {
 	var v int
 	if err := c.db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
-		return fmt.Errorf("catalog: %s: %w: %v", c.path, ErrDamaged, err)
+		if damaged(err) {
+			return fmt.Errorf("catalog: %s: %w: %v", c.path, ErrDamaged, err)
+		}
+		return fmt.Errorf("catalog: %s: %w", c.path, err)
 	}
-	if v != SchemaVersion {
+	if v < SchemaVersion {
 		return fmt.Errorf("catalog: %s has schema %d, this program uses %d: %w", c.path, v, SchemaVersion, ErrOutdated)
+	}
+	if v > SchemaVersion {
+		// Made by a newer mailarchive: rebuilding it here would make the
+		// newer one rebuild it again, and so on.
+		return fmt.Errorf("catalog: %s has schema %d, newer than this program's %d: %w", c.path, v, SchemaVersion, ErrNewer)
 	}
 	var n int
 	if err := c.db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name IN ('items','fts','attrs','days','meta')`).Scan(&n); err != nil || n != 5 {
@@ -143,10 +176,17 @@ func openWrite(ctx context.Context, path string, rebuild bool, warn func(string)
 		c, err := OpenRead(path)
 		if err == nil {
 			err = c.quickCheck(ctx)
-			if err == nil {
-				return c, nil
-			}
 			c.Close()
+			if err == nil {
+				db, err := sql.Open("sqlite", dsn(path, true, false))
+				if err != nil {
+					return nil, fmt.Errorf("catalog: open %s: %w", path, err)
+				}
+				return &Catalog{db: db, path: path}, nil
+			}
+		}
+		if errors.Is(err, ErrNewer) {
+			return nil, err
 		}
 		warn(fmt.Sprintf("%v: rebuilding it from the archive", err))
 		rebuild = true
@@ -166,7 +206,7 @@ func openWrite(ctx context.Context, path string, rebuild bool, warn func(string)
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
 	f.Close()
-	db, err := sql.Open("sqlite", dsn(path, false))
+	db, err := sql.Open("sqlite", dsn(path, true, false))
 	if err != nil {
 		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
 	}

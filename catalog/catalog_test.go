@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"os"
@@ -134,6 +135,11 @@ func TestSearch(t *testing.T) {
 	}{
 		{"from:jorg@example.org", "milter proxy resent wrapper"},
 		{"from:jörg", "milter proxy resent wrapper"},
+		{"from:JORG@Example.ORG", "milter proxy resent wrapper"},
+		{"from:jorg@example", "milter proxy resent wrapper"},
+		{"from:billing@vendor.example OR from:nobody@example.org", "invoice"},
+		{"to:team@example.net", "milter proxy resent wrapper"},
+		{"to:team@example.net NOT rcpt:team@example.net", "wrapper"},
 		{"from:jorg", "milter proxy resent wrapper"},
 		{"rcpt:auditor@example.net", "milter proxy wrapper"},
 		{"bcc:auditor@example.net", "milter proxy wrapper"},
@@ -320,10 +326,23 @@ func TestCatalogDamage(t *testing.T) {
 	if res.Added != 6 || !strings.Contains(warned, "rebuilding") {
 		t.Fatalf("after garbage: %+v, warning %q", res, warned)
 	}
-	// Made by another version: rebuilt.
+	// Made by a newer version: left alone.
 	c, _ := OpenRead(f.path)
 	c.db.Exec(`PRAGMA user_version = 99`)
 	c.Close()
+	if _, err := OpenRead(f.path); !errors.Is(err, ErrNewer) {
+		t.Fatalf("OpenRead of a newer catalog: %v", err)
+	}
+	if _, err := Update(ctx, f.r, f.path, UpdateOptions{}); !errors.Is(err, ErrNewer) {
+		t.Fatalf("Update of a newer catalog: %v", err)
+	}
+	// Made by an older version: rebuilt.
+	db, err := sql.Open("sqlite", "file:"+f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(`PRAGMA user_version = 1`)
+	db.Close()
 	if _, err := OpenRead(f.path); !errors.Is(err, ErrOutdated) {
 		t.Fatalf("OpenRead of an old catalog: %v", err)
 	}
@@ -399,4 +418,23 @@ func TestFilerDuringUpdate(t *testing.T) {
 
 func openReader(root string) (*archive.Reader, error) {
 	return archive.OpenReader(root, archive.ReaderOptions{})
+}
+
+// TestAtRest: after Update the catalog is in rollback-journal mode, so
+// that readers who may not write (the archive group) can open it; a
+// search by the owner leaves it so.
+func TestAtRest(t *testing.T) {
+	f := hookFixture(t)
+	f.update(UpdateOptions{})
+	f.search("*")
+	c, err := OpenRead(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var mode string
+	c.db.QueryRow(`PRAGMA journal_mode`).Scan(&mode)
+	if mode != "delete" {
+		t.Errorf("journal_mode at rest = %q, want delete", mode)
+	}
 }

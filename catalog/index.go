@@ -8,12 +8,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"regexp"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/mimetext"
+	"github.com/postfix-archive/mailarchive/query"
 )
 
 // UpdateOptions configure Update.
@@ -93,6 +97,12 @@ func Update(ctx context.Context, r *archive.Reader, path string, opt UpdateOptio
 		return nil, err
 	}
 	u.res.Took = time.Since(start)
+	// At rest the catalog is in rollback-journal mode: a reader who may
+	// only read (the archive group) cannot open a WAL database, whose
+	// shared-memory file it would have to create. Update writes in WAL
+	// mode, so searches run meanwhile. A search running now keeps it in
+	// WAL mode until the next Update: that is all.
+	c.db.ExecContext(ctx, `PRAGMA journal_mode = DELETE`)
 	return u.res, nil
 }
 
@@ -130,6 +140,9 @@ func (u *updater) run(ctx context.Context) error {
 			defer wg.Done()
 			for it := range todo {
 				rec, prob := u.parse(it)
+				if rec == nil && prob == nil {
+					continue // gone meanwhile (retention): nothing to index
+				}
 				if prob != nil {
 					ops <- op{prob: prob}
 					continue
@@ -229,9 +242,13 @@ func (u *updater) parse(it archive.Item) (*Record, *archive.Problem) {
 			return rec, nil
 		}
 		if errors.Is(err, fs.ErrNotExist) && attempt < 3 {
-			if it2, lerr := u.r.Locate(it.ID); lerr == nil {
+			it2, lerr := u.r.Locate(it.ID)
+			if lerr == nil {
 				it = it2
 				continue
+			}
+			if errors.Is(lerr, archive.ErrNotFound) {
+				return nil, nil
 			}
 		}
 		return nil, &archive.Problem{ID: it.ID, Path: itemPath(it), Err: err}
@@ -505,7 +522,13 @@ func (s *stmts) add(ctx context.Context, r *Record) error {
 		key string
 		vs  []string
 	}{{"msgid", []string{r.MessageID}}, {"queueid", r.QueueIDs}, {"source", []string{r.Source}},
-		{"outcome", []string{r.Outcome}}, {"tag", r.Tags}} {
+		{"outcome", []string{r.Outcome}}, {"tag", r.Tags},
+		// Whole addresses, for from:/to:/cc:/rcpt: with an address: an
+		// index lookup instead of a phrase ("example" is in every item).
+		{query.FieldFrom, addresses(append([]string{r.Sender}, d.From))},
+		{query.FieldTo, addresses(append([]string{d.To}, r.Rcpts...))},
+		{query.FieldCc, addresses(append([]string{d.Cc}, r.Rcpts...))},
+		{query.FieldRcpt, addresses(r.Rcpts)}} {
 		if err := attr(a.key, a.vs...); err != nil {
 			return err
 		}
@@ -528,6 +551,23 @@ func (s *stmts) remove(ctx context.Context, rowid int64) error {
 		}
 	}
 	return nil
+}
+
+// addrSpec finds addresses in header text ("Jörg <j@example.org>, b@x").
+var addrSpec = regexp.MustCompile("[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+[A-Za-z0-9]")
+
+// addresses returns the distinct addresses in vs, in lower case.
+func addresses(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		for _, a := range addrSpec.FindAllString(v, -1) {
+			a = strings.ToLower(a)
+			if !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }
 
 func jsonList(xs []string) string {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -132,7 +133,7 @@ func ftsAnd(pos, neg []string) string {
 func ftsExpr(n query.Node) (string, bool) {
 	switch n := n.(type) {
 	case query.Term:
-		if n.IsExact() {
+		if n.IsExact() || isAddressTerm(n) {
 			return "", false
 		}
 		s := `"` + strings.ReplaceAll(n.Value, `"`, `""`) + `"`
@@ -189,7 +190,7 @@ func sqlExpr(n query.Node, args *[]any) string {
 		*args = append(*args, n.Min, n.Max)
 		return "i.size BETWEEN ? AND ?"
 	case query.Term:
-		if n.IsExact() {
+		if n.IsExact() || isAddressTerm(n) {
 			*args = append(*args, n.Field, n.Value)
 			return "i.rowid IN (SELECT item FROM attrs WHERE key = ? AND value = ?)"
 		}
@@ -212,6 +213,23 @@ func sqlExpr(n query.Node, args *[]any) string {
 	return "i.rowid IN (SELECT rowid FROM fts WHERE fts MATCH ?)"
 }
 
+// isAddressTerm: from:, to:, cc: or rcpt: with a whole address, matched
+// against the addresses of the item (attrs) rather than as a phrase.
+func isAddressTerm(t query.Term) bool {
+	switch t.Field {
+	case query.FieldFrom, query.FieldTo, query.FieldCc, query.FieldRcpt:
+	default:
+		return false
+	}
+	if t.Prefix || t.Phrase || addrSpec.FindString(t.Value) != t.Value {
+		return false
+	}
+	// A domain without a dot (from:alice@example) is a partial address:
+	// a phrase, which finds alice@example.org.
+	_, domain, _ := strings.Cut(t.Value, "@")
+	return strings.Contains(domain, ".")
+}
+
 func andOrKids(n query.Node) ([]query.Node, string) {
 	if a, ok := n.(query.And); ok {
 		return a.Kids, " AND "
@@ -226,15 +244,22 @@ func (c compiled) sql(cols string, opt SearchOptions) (string, []any) {
 	var sb strings.Builder
 	var args []any
 	sb.WriteString("SELECT " + cols + " FROM items i")
-	if c.match != "" {
+	rank := opt.Sort == Rank && c.match != "" && cols != "count(*)"
+	where := c.where
+	switch {
+	case rank:
+		// bm25 costs: only when the order needs it.
 		sb.WriteString(" JOIN (SELECT rowid AS r, bm25(fts) AS score FROM fts WHERE fts MATCH ?) f ON f.r = i.rowid")
 		args = append(args, c.match)
+	case c.match != "":
+		where = "i.rowid IN (SELECT rowid FROM fts WHERE fts MATCH ?) AND " + where
+		args = append(args, c.match)
 	}
-	sb.WriteString(" WHERE " + c.where)
+	sb.WriteString(" WHERE " + where)
 	args = append(args, c.args...)
 	switch {
 	case cols == "count(*)":
-	case opt.Sort == Rank && c.match != "":
+	case rank:
 		sb.WriteString(" ORDER BY f.score, i.stamp DESC")
 	case opt.Sort == Oldest:
 		sb.WriteString(" ORDER BY i.stamp, i.id")
@@ -318,19 +343,42 @@ func findCopies(ctx context.Context, st *sql.Stmt, h Hit) ([]Copy, error) {
 
 func meets(a, b []string) bool {
 	for _, x := range a {
-		if contains(b, x) {
+		if slices.Contains(b, x) {
 			return true
 		}
 	}
 	return false
 }
 
-// IDs returns the IDs of the items matching q: the call other commands
-// use to act on a query's items.
+// SearchIDs calls fn with the ID of each item matching q, in the order
+// asked for (opt.Copies is ignored): the call other commands use to act
+// on a query's items without holding them all.
+func (c *Catalog) SearchIDs(ctx context.Context, q query.Node, opt SearchOptions, fn func(id string) error) error {
+	s, args := compile(q).sql("i.id", opt)
+	rows, err := c.db.QueryContext(ctx, s, args...)
+	if err != nil {
+		return fmt.Errorf("catalog: search: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("catalog: search: %w", err)
+		}
+		if err := fn(id); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("catalog: search: %w", err)
+	}
+	return nil
+}
+
+// IDs returns the IDs of the items matching q.
 func (c *Catalog) IDs(ctx context.Context, q query.Node, opt SearchOptions) ([]string, error) {
 	var ids []string
-	opt.Copies = false
-	err := c.Search(ctx, q, opt, func(h Hit) error { ids = append(ids, h.ID); return nil })
+	err := c.SearchIDs(ctx, q, opt, func(id string) error { ids = append(ids, id); return nil })
 	return ids, err
 }
 

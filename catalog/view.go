@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -44,7 +45,7 @@ func View(it archive.Item, env *archive.Envelope, doc *mimetext.Doc) Record {
 	add := func(list []string, vs ...string) []string {
 		for _, v := range vs {
 			v = strings.Trim(strings.TrimSpace(v), "<>")
-			if v != "" && !contains(list, v) {
+			if v != "" && !slices.Contains(list, v) {
 				list = append(list, v)
 			}
 		}
@@ -73,13 +74,4 @@ func View(it archive.Item, env *archive.Envelope, doc *mimetext.Doc) Record {
 		r.MessageID = strings.Trim(r.Doc.MessageID, "<> ")
 	}
 	return r
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }

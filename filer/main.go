@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"os/user"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
+	"github.com/postfix-archive/mailarchive/internal/cli"
 	"github.com/postfix-archive/mailarchive/objstore"
 	"github.com/postfix-archive/mailarchive/retention/policy"
 )
@@ -164,7 +163,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		so.Policy, so.DryRun = p, opt.DryRun
 	}
 	if !opt.DryRun {
-		if err := checkOwner(opt.Root, opt.Dest); err != nil {
+		if err := cli.CheckOwner("filer", opt.Root, opt.Dest); err != nil {
 			fmt.Fprintf(stderr, "filer: %v\n", err)
 			return ExitUsage
 		}
@@ -237,31 +236,4 @@ func openS3(opt *Options, so S3Options, cfg objstore.Config, stderr io.Writer) i
 	}
 	opt.To = d
 	return ExitOK
-}
-
-// checkOwner refuses to run as root on an archive that belongs to another
-// user: directories and envelopes root created there would be root's, and
-// the archive owner's later runs and writers could not use them.
-func checkOwner(dirs ...string) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
-		fi, err := os.Stat(d)
-		if err != nil {
-			continue // Run reports it
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
-			owner := strconv.FormatUint(uint64(st.Uid), 10)
-			name := "uid " + owner
-			if u, err := user.LookupId(owner); err == nil {
-				owner, name = u.Username, u.Username
-			}
-			return fmt.Errorf("%s belongs to %s: run the filer as that user (runuser -u %s -- filer ...), not as root", d, name, owner)
-		}
-	}
-	return nil
 }

@@ -31,7 +31,8 @@ type Doc struct {
 	// the header section does not parse, the raw lines that were read.
 	Headers string
 	// Text is the decoded text of the text parts, HTML reduced to text,
-	// at most Options.MaxText bytes.
+	// one part of each multipart/alternative (the plain one if there is
+	// one), at most Options.MaxText bytes.
 	Text        string
 	Attachments []Attachment
 	// QueueIDs are the ids in Received: fields ("with ESMTP id 4Xyz..."),
@@ -64,13 +65,21 @@ const headerCap = 256 << 10 // bytes read to find the header section
 // returns what it found. Memory is bounded by Options, whatever the size
 // of the message; r is read to its end only as far as needed.
 func Extract(r io.Reader, opt Options) *Doc {
+	x := &extractor{opt: opt, doc: &Doc{}}
+	d := x.extract(r)
+	d.Text = string(x.text)
+	return d
+}
+
+func (x *extractor) extract(r io.Reader) *Doc {
+	opt := x.opt
 	if opt.MaxText <= 0 {
 		opt.MaxText = 1 << 20
 	}
 	if opt.MaxDepth <= 0 {
 		opt.MaxDepth = 20
 	}
-	x := &extractor{opt: opt, doc: &Doc{}}
+	x.opt = opt
 	br := bufio.NewReaderSize(r, 64<<10)
 	if b, _ := br.Peek(5); string(b) == "From " {
 		if _, err := br.ReadSlice('\n'); err != nil && !errors.Is(err, bufio.ErrBufferFull) {
@@ -121,9 +130,13 @@ func Extract(r io.Reader, opt Options) *Doc {
 }
 
 type extractor struct {
-	opt  Options
-	doc  *Doc
-	text strings.Builder
+	opt Options
+	doc *Doc
+	// text collects the decoded text; base is the text of enclosing
+	// alternatives set aside while one alternative is read.
+	text     []byte
+	base     int
+	sawPlain bool // a text/plain part was added to text
 }
 
 func (x *extractor) problem(err error) {
@@ -210,6 +223,8 @@ func (x *extractor) walk(e *message.Entity, depth int) {
 		return
 	}
 	if mr := e.MultipartReader(); mr != nil {
+		alt := x.newAlternatives(e)
+		defer alt.done()
 		for {
 			p, err := mr.NextPart()
 			if err == io.EOF {
@@ -223,7 +238,9 @@ func (x *extractor) walk(e *message.Entity, depth int) {
 			if err != nil {
 				x.problem(err) // unknown charset or encoding: read raw
 			}
+			alt.begin()
 			x.walk(p, depth+1)
+			alt.end()
 		}
 	}
 	ct, params, cterr := e.Header.ContentType()
@@ -262,6 +279,55 @@ func (x *extractor) walk(e *message.Entity, depth int) {
 		x.addText(HTMLText(fixText(string(b))))
 	default:
 		x.plain(e.Body)
+		x.sawPlain = true
+	}
+}
+
+// alternatives keeps one part of a multipart/alternative: the same text
+// twice (plain and HTML) would be shown twice and indexed twice. It keeps
+// the first part that has text/plain, else the first with any text.
+type alternatives struct {
+	x           *extractor
+	on          bool
+	saved       []byte
+	savedPlain  bool
+	chosen      []byte
+	chosenPlain bool
+}
+
+func (x *extractor) newAlternatives(e *message.Entity) *alternatives {
+	ct, _, _ := e.Header.ContentType()
+	return &alternatives{x: x, on: ct == "multipart/alternative"}
+}
+
+// begin sets the text so far aside, so that the part's text is its own.
+func (a *alternatives) begin() {
+	if !a.on {
+		return
+	}
+	x := a.x
+	a.saved, a.savedPlain = x.text, x.sawPlain
+	x.base += len(x.text)
+	x.text, x.sawPlain = nil, false
+}
+
+func (a *alternatives) end() {
+	if !a.on {
+		return
+	}
+	x := a.x
+	if (a.chosen == nil && len(x.text) > 0) || (x.sawPlain && !a.chosenPlain && len(x.text) > 0) {
+		a.chosen, a.chosenPlain = x.text, x.sawPlain
+	}
+	x.base -= len(a.saved)
+	x.text, x.sawPlain = a.saved, a.savedPlain
+}
+
+// done adds the chosen part's text.
+func (a *alternatives) done() {
+	if a.on && a.chosen != nil {
+		a.x.addText(string(a.chosen))
+		a.x.sawPlain = a.x.sawPlain || a.chosenPlain
 	}
 }
 
@@ -277,7 +343,7 @@ func (x *extractor) plain(r io.Reader) {
 // read reads at most the room left for text and discards the rest, so
 // that the next part can be found.
 func (x *extractor) read(r io.Reader) ([]byte, error) {
-	room := x.opt.MaxText - x.text.Len()
+	room := x.opt.MaxText - x.base - len(x.text)
 	b, err := io.ReadAll(io.LimitReader(r, int64(max(room, 0))))
 	if err == nil {
 		_, err = io.Copy(io.Discard, r)
@@ -289,18 +355,17 @@ func (x *extractor) addText(s string) {
 	if s == "" {
 		return
 	}
-	room := x.opt.MaxText - x.text.Len()
+	room := x.opt.MaxText - x.base - len(x.text)
 	if room <= 0 {
 		return
 	}
 	if len(s) > room {
 		s = strings.ToValidUTF8(s[:room], "")
 	}
-	if x.text.Len() > 0 {
-		x.text.WriteString("\n")
+	if len(x.text) > 0 {
+		x.text = append(x.text, '\n')
 	}
-	x.text.WriteString(s)
-	x.doc.Text = x.text.String()
+	x.text = append(x.text, s...)
 }
 
 // decodeWords decodes RFC 2047 words in a parameter (a file name written

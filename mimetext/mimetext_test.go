@@ -59,8 +59,14 @@ var corpus = []struct {
 			"--outer\nContent-Type: application/pdf; name=\"Q3 report.pdf\"\nContent-Disposition: attachment; filename=\"Q3 report.pdf\"\nContent-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n" +
 			"--outer\nContent-Type: message/rfc822\n\nFrom: inner@example.com\nSubject: forwarded inner\n\ninner body text\n" +
 			"--outer--\nepilogue\n"),
-		subject: "nested", text: "quarterly numbers attached\nQuarterly numbers & café", headers: "forwarded inner",
-		attachments: []string{"", "Q3 report.pdf"}, notText: "secret",
+		subject: "nested", text: "quarterly numbers attached\ninner body text", headers: "forwarded inner",
+		attachments: []string{"", "Q3 report.pdf"}, notText: "café", // the plain alternative, not the HTML one
+	},
+	{
+		name: "alternative whose plain part is empty: the HTML part's text",
+		msg: crlf("Subject: html\nContent-Type: multipart/alternative; boundary=a\n\n--a\nContent-Type: text/plain\n\n\n" +
+			"--a\nContent-Type: text/html; charset=iso-8859-1\n\n<html><head><style>p{}</style></head><body><p>Quarterly&nbsp;numbers &amp; <b>caf\xe9</b></p><script>var secret=1;</script></body></html>\n--a--\n"),
+		subject: "html", text: "Quarterly numbers & café", notText: "secret",
 	},
 	{
 		name: "RFC 2231 and RFC 2047 attachment names",

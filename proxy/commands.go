@@ -17,11 +17,23 @@ import (
 
 // Replies the proxy gives itself, never relaying the command.
 var (
-	replyNoTLS   = []byte("454 4.7.0 TLS not available through the archiving proxy\r\n")
-	replyBDAT    = []byte("502 5.5.1 BDAT not available through the archiving proxy; use DATA\r\n")
-	replyBDATArg = []byte("501 5.5.4 Syntax: BDAT size [LAST]\r\n")
-	replyUnsure  = []byte("500 5.5.2 Archiving proxy: command word not within the first 512 bytes; not relayed\r\n")
+	replyNoTLS    = []byte("454 4.7.0 TLS not available through the archiving proxy\r\n")
+	replyBDAT     = []byte("502 5.5.1 BDAT not available through the archiving proxy; use DATA\r\n")
+	replyBDATArg  = []byte("501 5.5.4 Syntax: BDAT size [LAST]\r\n")
+	replyUnsure   = []byte("500 5.5.2 Archiving proxy: command word not within the first 512 bytes; not relayed\r\n")
+	replyAddrForm = []byte("501 5.1.7 Archiving proxy: address form not supported, use <local-part@domain>\r\n")
 )
+
+// pathForm reports a MAIL or RCPT whose address is in a form Postfix reads
+// with its RFC 822 parser (smtpwire.ErrAddressForm).
+func pathForm(p *pending) bool {
+	prefix := map[kind]string{kMail: "FROM:", kRcpt: "TO:"}[p.kind]
+	if prefix == "" {
+		return false
+	}
+	_, _, err := p.cmd.Path(prefix)
+	return errors.Is(err, smtpwire.ErrAddressForm)
+}
 
 // push queues a pending reply. If the queue is full, the server may still
 // be waiting for commands buffered here: flush them before blocking.
@@ -107,6 +119,14 @@ func (c *conn) relayCommands() {
 			continue
 		}
 		p := &pending{kind: kinds[cmd.Verb], cmd: cmd}
+		if pathForm(p) {
+			// Postfix would take this address but read it otherwise
+			// than we can: refuse it rather than record another.
+			if !c.skipLine(line, complete) || !c.pushLocal(replyAddrForm) {
+				return
+			}
+			continue
+		}
 		switch p.kind {
 		case kData:
 			p.done = make(chan smtpwire.Reply, 1)

@@ -112,7 +112,10 @@ func (c *conn) relayData() bool {
 		err := msg.bw.Flush()
 		msg.releaseBuf()
 		if err == nil {
-			err = msg.w.Sync()
+			// Everything but the server's answer is known: make it
+			// durable with the bytes, so a commit that fails after the
+			// server took the message leaves recovery the envelope.
+			err = msg.w.Prepare(env)
 		}
 		msg.syncDur = time.Since(t0)
 		if err != nil {

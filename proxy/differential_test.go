@@ -10,6 +10,7 @@ import (
 	"math/rand"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,8 @@ import (
 	"github.com/postfix-archive/mailarchive/proxy"
 )
 
-// Spellings of the parts of a command line that Postfix's smtpd accepts
+// Spellings of the parts of a command line (every command: EHLO, HELO,
+// XFORWARD, MAIL, RCPT, DATA, BDAT, STARTTLS, RSET, QUIT) that Postfix's smtpd accepts
 // beyond the plain form (shared/POSTFIX-FACTS.md, "Framing").
 var (
 	spellLead  = []string{"", " ", "\t", "\v", "\f", " \t ", "\r"}
@@ -95,6 +97,7 @@ func (s *speller) session(n int) string {
 	for m := 0; m < 2; m++ {
 		tok := fmt.Sprintf("tok%03d-%d", n, m)
 		from := fmt.Sprintf("s%03d-%d@example.org", n, m)
+		b.WriteString(s.line("XFORWARD", "xforward", "NAME=c.example", fmt.Sprintf("ADDR=192.0.2.%d", n%250+1), "IDENT="+ident(tok)))
 		b.WriteString(s.path("MAIL", "FROM:", from, "mail"))
 		for r := 0; r <= s.rnd.Intn(2); r++ {
 			b.WriteString(s.path("RCPT", "TO:", fmt.Sprintf("r%03d-%d-%d@example.net", n, m, r), "rcpt"))
@@ -125,9 +128,14 @@ func (s *speller) session(n int) string {
 			b.WriteString(s.line("RSET", "rset"))
 		}
 	}
-	b.WriteString("QUIT\r\n")
+	b.WriteString(s.line("QUIT", "quit"))
 	return b.String()
 }
+
+var tokRE = regexp.MustCompile(`tok[0-9]{3}-[0-9]`)
+
+// ident is the XFORWARD IDENT sent with the message of token tok.
+func ident(tok string) string { return "ID" + strings.NewReplacer("tok", "", "-", "X").Replace(tok) }
 
 // normalize gives a message as Postfix delivers it: lines split at LF,
 // with the CRs before each LF dropped, and a bare CR within a line
@@ -154,7 +162,8 @@ func TestDifferentialPostfix(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sink.Close() })
-	pf := postfixtest.Start(t, postfixtest.Options{RelayTo: sink.Addr()})
+	pf := postfixtest.Start(t, postfixtest.Options{RelayTo: sink.Addr(),
+		MainCF: []string{"smtpd_authorized_xforward_hosts = 127.0.0.0/8"}})
 
 	dir := t.TempDir()
 	store, err := archive.Open(dir, archive.Options{})
@@ -228,6 +237,9 @@ func TestDifferentialPostfix(t *testing.T) {
 		}
 		if it.Env.Outcome != "accepted" || it.Env.MailFrom == nil || it.Env.MailFrom.Addr != d.MailFrom {
 			t.Errorf("item %s: outcome %q mail_from %+v; Postfix queued it from %q", it.Env.ID, it.Env.Outcome, it.Env.MailFrom, d.MailFrom)
+		}
+		if want := ident(tokRE.FindString(body)); it.Env.Client == nil || it.Env.Client.Ident != want {
+			t.Errorf("item %s client %+v, want XFORWARD IDENT %s", it.Env.ID, it.Env.Client, want)
 		}
 		accepted := map[string]bool{}
 		for _, r := range it.Env.RcptTo {

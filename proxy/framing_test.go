@@ -1,13 +1,20 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
 	"github.com/postfix-archive/mailarchive/proxy"
 )
 
@@ -248,5 +255,130 @@ func TestTempfailLogLine(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %s:\n%s", want, log)
 		}
+	}
+}
+
+// failCommit is a store whose writers fail to commit.
+type failCommit struct{ *archive.Store }
+
+func (s failCommit) Create(tags ...string) (archive.Writer, error) {
+	w, err := s.Store.Create(tags...)
+	return failingWriter{w}, err
+}
+
+type failingWriter struct{ archive.Writer }
+
+func (failingWriter) Commit(*archive.Envelope) error { return errors.New("injected commit failure") }
+
+// TestCommitFailureKeepsEnvelope: a commit that fails after the server
+// accepted the message leaves the bytes and the envelope (everything but
+// the final reply) for recovery.
+func TestCommitFailureKeepsEnvelope(t *testing.T) {
+	var store *archive.Store
+	f := setup(t, func(cfg *proxy.Config, _ *scriptServer) {
+		store = cfg.Store.(*archive.Store)
+		cfg.Store = failCommit{store}
+	})
+	c := f.dial()
+	c.expect(220)
+	c.send("EHLO x\r\n" + postfixBatch)
+	for _, code := range []int{250, 250, 250, 250, 250, 550, 250, 354} {
+		c.expect(code)
+	}
+	c.send(stuffedBody)
+	c.expect(250)
+	if !strings.Contains(f.logs.String(), "bytes kept under tmp/ for recovery") {
+		t.Fatalf("log:\n%s", f.logs.String())
+	}
+	if rep := store.Recover(); len(rep.Recovered) != 1 {
+		t.Fatalf("recover: %+v", rep)
+	}
+	items := archivetest.ReadItems(t, f.dir)
+	if len(items) != 1 {
+		t.Fatalf("%d items", len(items))
+	}
+	e := items[0].Env
+	if !e.Recovered || string(items[0].EML) != wantBody || e.MailFrom == nil || e.MailFrom.Addr != "alice@example.org" ||
+		len(e.RcptTo) != 3 || e.Client == nil || e.Client.Ident != "D3F1F984303" || e.Helo != "x" {
+		t.Fatalf("recovered item %+v", e)
+	}
+}
+
+// TestAddressFormRefused: an address Postfix would read with its RFC 822
+// parser (a comment, a trailing atom) is refused, never relayed.
+func TestAddressFormRefused(t *testing.T) {
+	f := setup(t, nil)
+	c := f.dial()
+	c.expect(220)
+	c.send("EHLO x\r\nMAIL FROM:<>0\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c(x)@d>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+	for _, code := range []int{250, 501, 250, 501, 250, 354} {
+		c.expect(code)
+	}
+	c.send("b\r\n.\r\n")
+	c.expect(250)
+	if got := f.srv.received(); strings.Contains(got, "<>0") || strings.Contains(got, "(x)") {
+		t.Fatalf("server received %q", got)
+	}
+	if it := f.items(); len(it) != 1 || len(it[0].Env.RcptTo) != 1 || it[0].Env.RcptTo[0].Addr != "c@d" {
+		t.Fatalf("items %+v", it)
+	}
+}
+
+// flakyListener fails its first Accepts with errors a busy machine gives.
+type flakyListener struct {
+	net.Listener
+	errs []error
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if len(l.errs) > 0 {
+		err := l.errs[0]
+		l.errs = l.errs[1:]
+		return nil, err
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptRetries: ENFILE, ENOBUFS and ENOMEM from accept are waited
+// out, not the end of Serve.
+func TestAcceptRetries(t *testing.T) {
+	srv := newScriptServer(t)
+	store, err := archive.Open(t.TempDir(), archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &archivetest.SyncBuffer{}
+	p, err := proxy.New(proxy.Config{Server: srv.addr(), Store: store, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: ln, errs: []error{
+		&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENFILE)},
+		&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENOBUFS)},
+		&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENOMEM)},
+	}}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(fl) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "220") {
+		t.Fatalf("greeting %q, %v", line, err)
+	}
+	if n := strings.Count(logs.String(), "accept failed; retrying"); n != 3 {
+		t.Fatalf("%d retries logged:\n%s", n, logs.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p.Shutdown(ctx)
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 }

@@ -32,7 +32,7 @@ type Config struct {
 	OnArchiveError archive.Policy // what to do when archiving fails
 	KeepRejected   bool           // also archive messages the server refused
 	MaxConns       int            // concurrent connections; 0 = unlimited
-	Timeout        time.Duration  // idle timeout per read, either side
+	Timeout        time.Duration  // bounds each read and each write, either side
 	DialTimeout    time.Duration  // connecting to the server
 	Logger         *slog.Logger
 	Metrics        *metrics.Metrics // nil: none

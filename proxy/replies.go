@@ -184,7 +184,8 @@ func (c *conn) envelope(rep *smtpwire.Reply) *archive.Envelope {
 }
 
 // logAttrs are the fields of a message's log lines, named alike at every
-// hook point: id (archive ID), queue_id (the server's, from its reply),
+// hook point: id (archive ID), queue_id (the server's, from its reply;
+// none for a message the server never got),
 // orig_queue_id (the queue ID the message had before the content filter,
 // from XFORWARD IDENT), outcome, from, rcpts_accepted, rcpts_refused.
 func logAttrs(env *archive.Envelope, m *message, size int64) []any {
@@ -192,7 +193,9 @@ func logAttrs(env *archive.Envelope, m *message, size int64) []any {
 	if m.w != nil {
 		attrs = append(attrs, "id", m.w.ID())
 	}
-	attrs = append(attrs, "queue_id", env.QueueID)
+	if env.QueueID != "" {
+		attrs = append(attrs, "queue_id", env.QueueID)
+	}
 	if env.Client != nil {
 		if env.Client.Ident != "" {
 			attrs = append(attrs, "orig_queue_id", env.Client.Ident)

@@ -254,6 +254,10 @@ func (p *parser) term(t *token) (Node, error) {
 	if !utf8.ValidString(t.value) {
 		return nil, p.errAt(t.vpos, "the query is not valid UTF-8")
 	}
+	known := field == "date" || field == "size" || field == "has" || field == FieldAny || textFields[field] || exactFields[field]
+	if !known {
+		return nil, p.errAt(t.pos, "unknown field "+strconvQuote(t.field+":")+" (fields: "+fieldNames()+")")
+	}
 	if t.field != "" && t.value == "" {
 		return nil, p.errAt(t.vpos, field+": needs a value")
 	}

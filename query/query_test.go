@@ -89,6 +89,7 @@ func TestSyntaxErrors(t *testing.T) {
 		{`a "b`, 2, "unterminated quote"},
 		{"frm:alice", 0, `unknown field "frm:"`},
 		{"from:", 5, "from: needs a value"},
+		{"x:", 0, `unknown field "x:"`},
 		{"date:2026-13-01", 5, `date: cannot read "2026-13-01"`},
 		{"date:2026-01-01..junk", 17, `date: cannot read "junk"`},
 		{"date:..", 5, "needs at least one bound"},

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,44 +16,10 @@ import (
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/archivetest"
 	"github.com/postfix-archive/mailarchive/internal/postfixtest"
+	"github.com/postfix-archive/mailarchive/internal/proxytest"
 	"github.com/postfix-archive/mailarchive/internal/smtpsink"
-	"github.com/postfix-archive/mailarchive/proxy"
 	"github.com/postfix-archive/mailarchive/reconcile"
 )
-
-// startProxy runs proxy_archiver in process on addr, in front of server.
-func startProxy(t *testing.T, addr, server string, store *archive.Store) func() {
-	t.Helper()
-	var ln net.Listener
-	var err error
-	for i := 0; i < 50; i++ { // the port may linger a moment after a stop
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(proxy.Config{Server: server, Store: store, Timeout: 60 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ln) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			srv.Shutdown(ctx)
-			<-done
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
 
 // startMilter builds and runs milter_archiver on spec (inet:HOST:PORT).
 func startMilter(t *testing.T, spec, dir string) {
@@ -129,7 +93,7 @@ func TestReconcileRealPostfix(t *testing.T) {
 	}
 	startMilter(t, "inet:"+milterAddr, archDir)
 	pf := postfixtest.Start(t, postfixtest.Options{MainCF: append(mainCF, milterCF...), MasterCF: masterCF, RelayTo: sink.Addr()})
-	stopProxy := startProxy(t, filterAddr, reinjectAddr, store)
+	stopProxy := proxytest.Start(t, filterAddr, reinjectAddr, store)
 
 	sent := 0
 	send := func(to, subject string) {
@@ -153,13 +117,10 @@ func TestReconcileRealPostfix(t *testing.T) {
 	// (and the proxy archives) it once the proxy is back.
 	stopProxy()
 	send("later@example.net", "while the proxy was down")
-	for !strings.Contains(pf.Log(), "status=deferred") {
-		if ctx.Err() != nil {
-			t.Fatalf("Postfix did not defer:\n%s", pf.Log())
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := pf.WaitLog(ctx, "status=deferred"); err != nil {
+		t.Fatalf("Postfix did not defer: %v\n%s", err, pf.Log())
 	}
-	startProxy(t, filterAddr, reinjectAddr, store)
+	proxytest.Start(t, filterAddr, reinjectAddr, store)
 	if err := pf.Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -177,7 +177,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		case archive.SourceMilter:
 			add(x.qid, archive.SourceMilter, it.ID)
 		case archive.SourceWrapper:
-			x.qid = receivedQueueID(it)
+			// The wrapper records it (from the same Received: line);
+			// items archived before it did are read here.
+			if x.qid == "" {
+				x.qid = receivedQueueID(it)
+			}
 			add(x.qid, archive.SourceWrapper, it.ID)
 		default:
 			return nil // recovered items of unknown origin

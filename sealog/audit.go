@@ -89,12 +89,12 @@ const maxAuditQuery = 4096
 // any command that reads the archive can record; callers should refuse to
 // show results they could not record.
 func RecordAudit(root, user, action, query string, ids []string, now time.Time) error {
-	dir := filepath.Join(AuditDir(root), pendingDir)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("sealog: audit: %w", err)
+	dir, err := ensurePending(root)
+	if err != nil {
+		return err
 	}
 	var r [10]byte
-	if _, err := rand.Read(r[:]); err != nil {
+	if _, err = rand.Read(r[:]); err != nil {
 		return fmt.Errorf("sealog: audit: %w", err)
 	}
 	name := now.UTC().Format("20060102T150405.000000000Z") + "." + lowerB32.EncodeToString(r[:])
@@ -118,6 +118,25 @@ func RecordAudit(root, user, action, query string, ids []string, now time.Time) 
 	e.IDs = chunk
 	text.WriteString(e.Encode())
 	return writeAtomic(filepath.Join(dir, name+".entry"), []byte(text.String()), 0o640, true)
+}
+
+// ensurePending creates ROOT/audit/pending/ if it is missing. Readers in
+// the archive group record their accesses there too: it is group-writable,
+// setgid (records get the archive's group, so seal can read them) and
+// sticky (nobody but the owner of the directory, the archive user when
+// seal made it, removes another's records).
+func ensurePending(root string) (string, error) {
+	dir := filepath.Join(AuditDir(root), pendingDir)
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", fmt.Errorf("sealog: audit: %w", err)
+	}
+	if err := os.Chmod(dir, 0o770|os.ModeSetgid|os.ModeSticky); err != nil {
+		return "", fmt.Errorf("sealog: audit: %w", err)
+	}
+	return dir, nil
 }
 
 // sealingFile names the pending records being appended, so a seal that

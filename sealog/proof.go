@@ -120,6 +120,12 @@ func MakeProof(root, filed, id string) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
+	return rl.prove(it, idx, leaf, true)
+}
+
+// prove makes the bundle of an item with leaf idx, checked before it is
+// handed out; attach puts the item's files in it.
+func (r *readLog) prove(it archive.Item, idx int64, leaf Leaf, attach bool) (*Bundle, error) {
 	f, err := it.Open()
 	if err != nil {
 		return nil, fmt.Errorf("sealog: %w", err)
@@ -127,27 +133,29 @@ func MakeProof(root, filed, id string) (*Bundle, error) {
 	eml, err := io.ReadAll(f)
 	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("sealog: read %s.eml: %w", id, err)
+		return nil, fmt.Errorf("sealog: read %s.eml: %w", it.ID, err)
 	}
-	js, err := it.EnvelopeBytes()
+	js, err := it.ReadJSON()
 	if err != nil {
 		return nil, fmt.Errorf("sealog: %w", err)
 	}
 	if err := leafMatches(leaf, eml, js); err != nil {
-		return nil, fmt.Errorf("sealog: %s: %w: run verify", id, err)
+		return nil, fmt.Errorf("sealog: %s: %w: run verify", it.ID, err)
 	}
-	r := rl.st.hashReader(rl.cp.Size, nil)
-	p, err := tlog.ProveRecord(rl.cp.Size, idx, r)
+	p, err := tlog.ProveRecord(r.cp.Size, idx, r.st.hashReader(r.cp.Size, nil))
 	if err != nil {
-		return nil, fmt.Errorf("sealog: inclusion proof of %s: %w", id, err)
+		return nil, fmt.Errorf("sealog: inclusion proof of %s: %w", it.ID, err)
 	}
 	enc, _ := leaf.Encode()
-	if err := tlog.CheckRecord(p, rl.cp.Size, rl.cp.Root, idx, tlog.RecordHash(enc)); err != nil {
+	if err := tlog.CheckRecord(p, r.cp.Size, r.cp.Root, idx, tlog.RecordHash(enc)); err != nil {
 		return nil, fmt.Errorf("sealog: the log's tiles do not match its checkpoint: %w: run verify", err)
 	}
-	b := &Bundle{Format: ProofFormat, ID: id, Leaf: string(enc), LeafIndex: idx, TreeSize: rl.cp.Size,
-		Inclusion: p, Checkpoint: string(rl.signed), EML: eml, JSON: js}
-	if tok, err := os.ReadFile(filepath.Join(rl.dir, timestampPath(rl.cp.Size))); err == nil {
+	b := &Bundle{Format: ProofFormat, ID: it.ID, Leaf: string(enc), LeafIndex: idx, TreeSize: r.cp.Size,
+		Inclusion: p, Checkpoint: string(r.signed)}
+	if attach {
+		b.EML, b.JSON = eml, js
+	}
+	if tok, err := os.ReadFile(filepath.Join(r.dir, timestampPath(r.cp.Size))); err == nil {
 		b.Timestamp = tok
 	}
 	return b, nil

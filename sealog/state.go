@@ -91,40 +91,49 @@ func readCache(path string, logSize int64) *state {
 	sc := bufio.NewScanner(bytes.NewReader(data[len(idsHeader):]))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	off := len(idsHeader)
-	var batch []func()
+	type line struct {
+		kind, id, hash string
+		idx            int64
+	}
+	var batch []line
 	for sc.Scan() {
-		line := sc.Text()
-		off += len(line) + 1
-		f := strings.Split(line, " ")
+		text := sc.Text()
+		off += len(text) + 1
+		f := strings.Split(text, " ")
 		if f[0] == "size" && len(f) == 2 {
 			n, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil || n > logSize {
+			if err != nil || n > logSize || n < s.size {
 				return nil // the log was truncated or rebuilt: start over
 			}
 			for _, b := range batch {
-				b()
+				if b.idx < s.size || b.idx >= n {
+					return nil
+				}
+				switch b.kind {
+				case "i":
+					s.items[b.id] = b.idx
+				case "t":
+					s.tombs[b.id] = b.idx
+				case "d":
+					s.days[b.id] = b.idx
+					s.lastDay, s.lastHash = b.id, b.hash
+				}
 			}
 			batch = nil
 			s.size, good = n, off
 			continue
 		}
-		if len(f) < 3 {
-			return nil
-		}
-		idx, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			return nil
+		idx := int64(-1)
+		if len(f) >= 3 {
+			idx, _ = strconv.ParseInt(f[1], 10, 64)
 		}
 		switch {
-		case f[0] == "i" && len(f) == 3:
-			id := f[2]
-			batch = append(batch, func() { s.items[id] = idx })
-		case f[0] == "t" && len(f) == 3:
-			id := f[2]
-			batch = append(batch, func() { s.tombs[id] = idx })
+		case idx < 0:
+			return nil
+		case (f[0] == "i" || f[0] == "t") && len(f) == 3:
+			batch = append(batch, line{kind: f[0], id: f[2], idx: idx})
 		case f[0] == "d" && len(f) == 4:
-			day, h := f[2], f[3]
-			batch = append(batch, func() { s.days[day] = idx; s.lastDay, s.lastHash = day, h })
+			batch = append(batch, line{kind: "d", id: f[2], hash: f[3], idx: idx})
 		default:
 			return nil
 		}

@@ -2,6 +2,7 @@ package sealog
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -48,6 +49,12 @@ func WriteTextfile(path string, rep *Report, ok bool, at time.Time) error {
 		for _, k := range kinds {
 			fmt.Fprintf(&b, "mailarchive_verify_findings{kind=%q} %d\n", k, counts[k])
 		}
+	}
+	// The atomic write replaces what is at path: refuse anything but a
+	// regular file (as root, "--textfile /dev/null" would otherwise turn
+	// the device into a file).
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("sealog: textfile %s exists and is not a regular file; not replacing it", path)
 	}
 	return writeAtomic(path, []byte(b.String()), 0o644, false)
 }

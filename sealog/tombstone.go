@@ -20,7 +20,9 @@ type Tombstone struct {
 // it returns, verify accepts the item's absence; a crash between the two
 // leaves a tombstoned item that is still there, which verify ignores. An
 // item that has no leaf yet gets one first, so the tombstone always names
-// the bytes that were disposed of. Reader is used to find such items.
+// the bytes that were disposed of (one seal would not log, because its
+// envelope does not describe its message, gets only the tombstone, with
+// the hashes of its files). Reader is used to find such items.
 func AppendTombstones(root string, rd *archive.Reader, s *Signer, ts []Tombstone) (Checkpoint, error) {
 	lg, err := OpenLog(LogDir(root), ItemOrigin(s.Name()), s)
 	if err != nil {
@@ -50,10 +52,11 @@ func AppendTombstones(root string, rd *archive.Reader, s *Signer, ts []Tombstone
 			if err != nil {
 				return lg.cp, fmt.Errorf("sealog: tombstone for %s, which is neither logged nor found: %w", t.ID, err)
 			}
-			if item, err = ItemLeaf(rd, it); err != nil {
+			if item, err = ItemLeaf(rd, it); err == nil {
+				leaves = append(leaves, item)
+			} else if item, err = itemLeafRetry(rd, it, false); err != nil {
 				return lg.cp, fmt.Errorf("sealog: tombstone for %s: %w", t.ID, err)
 			}
-			leaves = append(leaves, item)
 		}
 		at := t.At
 		if at.IsZero() {

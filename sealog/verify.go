@@ -377,6 +377,38 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 			}
 		}()
 	}
+	// Files the log does not know: inserted into a sealed day, or late.
+	// It runs beside the re-hashing: listing directories waits on other
+	// things than hashing does.
+	walkDone := make(chan error, 1)
+	go func() {
+		walkDone <- rd.Walk(func(it archive.Item) error {
+			d := filepath.ToSlash(it.Dir)
+			if since != "" && d != "" && d < since {
+				return nil
+			}
+			lg, logged := items[it.ID]
+			seal, sealed := sealedAt[d]
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case !logged && sealed:
+				rep.add(Finding{Kind: FindInserted, ID: it.ID, Day: d, Detail: "item in a sealed day has no leaf"})
+			case !logged:
+				rep.Unlogged++
+			case sealed && lg.idx > seal && inManifest[it.ID] == "":
+				rep.add(Finding{Kind: FindLate, ID: it.ID, Day: d, Leaf: leafRef(lg.idx), Detail: fmt.Sprintf("logged after its day was sealed (leaf %d)", seal)})
+			}
+			return nil
+		}, func(p archive.Problem) {
+			if _, logged := items[p.ID]; logged && errors.Is(p.Err, archive.ErrMissingMessage) {
+				return // the re-hash reports it as removed
+			}
+			mu.Lock()
+			rep.add(Finding{Kind: FindDamaged, ID: p.ID, Path: p.Path, Detail: p.Err.Error()})
+			mu.Unlock()
+		})
+	}()
 	ids := make([]string, 0, len(items))
 	for id := range items {
 		ids = append(ids, id)
@@ -398,36 +430,13 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 	}
 	close(jobs)
 	wg.Wait()
+	if err := <-walkDone; err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 
-	// Files the log does not know: inserted into a sealed day, or late.
-	err = rd.Walk(func(it archive.Item) error {
-		d := filepath.ToSlash(it.Dir)
-		if since != "" && d != "" && d < since {
-			return nil
-		}
-		lg, logged := items[it.ID]
-		seal, sealed := sealedAt[d]
-		switch {
-		case !logged && sealed:
-			rep.add(Finding{Kind: FindInserted, ID: it.ID, Day: d, Detail: "item in a sealed day has no leaf"})
-		case !logged:
-			rep.Unlogged++
-		case sealed && lg.idx > seal && inManifest[it.ID] == "":
-			rep.add(Finding{Kind: FindLate, ID: it.ID, Day: d, Leaf: leafRef(lg.idx), Detail: fmt.Sprintf("logged after its day was sealed (leaf %d)", seal)})
-		}
-		return nil
-	}, func(p archive.Problem) {
-		if _, logged := items[p.ID]; logged && errors.Is(p.Err, archive.ErrMissingMessage) {
-			return // the re-hash reports it as removed
-		}
-		rep.add(Finding{Kind: FindDamaged, ID: p.ID, Path: p.Path, Detail: p.Err.Error()})
-	})
-	if err != nil {
-		return nil, err
-	}
 	// The audit trail: the same checks of its tree and history.
 	adir := AuditDir(o.Root)
 	if _, err := os.Stat(filepath.Join(adir, checkpointFile)); err == nil && o.Dir == LogDir(o.Root) {
@@ -473,7 +482,7 @@ func checkItem(rd *archive.Reader, id string, l Leaf) []Finding {
 			}
 			return []Finding{{Kind: FindRemoved, ID: id, Detail: detail}}
 		}
-		sum, size, err := HashItem(it)
+		sum, size, err := HashMessage(it)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // the filer moved it: locate again
 		}
@@ -483,7 +492,7 @@ func checkItem(rd *archive.Reader, id string, l Leaf) []Finding {
 		if sum != l.EMLSHA256 || size != l.EMLSize {
 			out = append(out, Finding{Kind: FindAlteredEML, ID: id, Detail: fmt.Sprintf("the .eml has sha256 %s size %d, the leaf %s size %d", sum, size, l.EMLSHA256, l.EMLSize)})
 		}
-		jdata, err := it.EnvelopeBytes()
+		jdata, err := it.ReadJSON()
 		if errors.Is(err, fs.ErrNotExist) {
 			out = nil
 			continue

@@ -25,7 +25,7 @@ var commands = []cli.Command{
 	readcmd.Index,
 	readcmd.Search,
 	readcmd.Show,
-	readcmd.Export,
+	sealcmd.Export, // readcmd.Export with --with-proofs
 	readcmd.Stats,
 	sealcmd.Keygen,
 	sealcmd.Seal,

@@ -5,6 +5,7 @@ package main
 import (
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -48,7 +49,7 @@ func run(args []string) int {
 	onErr := fs.String("on-archive-error", "tempfail", "when a message cannot be archived: tempfail (client retries) or pass (relay it, log loudly)")
 	keep := fs.Bool("keep-rejected", false, "also archive messages the server refused, with their outcome")
 	maxConns := fs.Int("max-conns", 100, "maximum concurrent connections; more get 421 (0 = no limit)")
-	timeout := fs.Duration("timeout", proxy.DefaultTimeout, "idle timeout for each read from either side (like smtpd_timeout)")
+	timeout := fs.Duration("timeout", proxy.DefaultTimeout, "timeout for each read and each write on either side (like smtpd_timeout)")
 	recoverEvery := fs.Duration("recover-interval", 5*time.Minute, "how often to turn what a crash (or a failed commit) left under tmp/ into recovered items (0: at start-up only)")
 	shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "on SIGTERM, how long transactions in flight may take to finish")
 	df := daemon.AddFlags(fs)
@@ -73,11 +74,19 @@ func run(args []string) int {
 		return 1
 	}
 	store.Recover()
-	// Healthy while a message could be archived now and the reinjection
-	// smtpd greets (it logs a clean connect/QUIT per check).
+	// Healthy while a message could be archived now, the reinjection
+	// smtpd greets (it logs a clean connect/QUIT per check) and no
+	// content-filter loop was seen (the server is made below).
+	var srvp atomic.Pointer[proxy.Server]
 	met, err := d.ServeMetrics(df, "proxy", metrics.All(
 		store.Probe,
-		metrics.SMTPReady(*server, 5*time.Second)))
+		metrics.SMTPReady(*server, 5*time.Second),
+		func() error {
+			if s := srvp.Load(); s != nil {
+				return s.Healthy()
+			}
+			return nil
+		}))
 	if err != nil {
 		return 1
 	}
@@ -96,6 +105,7 @@ func run(args []string) int {
 		log.Error("bad configuration", "err", err)
 		return 2
 	}
+	srvp.Store(srv)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Error("cannot listen", "err", err)

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
+	"strconv"
+	"syscall"
 
 	"github.com/spf13/pflag"
 )
@@ -79,4 +82,33 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// CheckOwner refuses to run as root on an archive that belongs to another
+// user: directories and files root created there (the filer's dated
+// directories, the catalog) would be root's, and the archive owner's later
+// runs and writers could not use them. tool names the command to run as
+// that user instead.
+func CheckOwner(tool string, dirs ...string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		fi, err := os.Stat(d)
+		if err != nil {
+			continue // the command reports it
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+			owner := strconv.FormatUint(uint64(st.Uid), 10)
+			name := "uid " + owner
+			if u, err := user.LookupId(owner); err == nil {
+				owner, name = u.Username, u.Username
+			}
+			return fmt.Errorf("%s belongs to %s: run %s as that user (runuser -u %s -- %s ...), not as root", d, name, tool, owner, tool)
+		}
+	}
+	return nil
 }

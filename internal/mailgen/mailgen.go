@@ -40,6 +40,7 @@ type Gen struct {
 	Start time.Time
 	Step  time.Duration // between stamps
 	n     int
+	rank  map[string]int
 }
 
 // New returns a generator. Stamps start at start and step by step.
@@ -69,6 +70,24 @@ func New(seed int64, start time.Time, step time.Duration) *Gen {
 func Sender(i int) string    { return fmt.Sprintf("user%d@sender%d.example", i, i%7) }
 func Recipient(i int) string { return fmt.Sprintf("rcpt%d@dest%d.example", i, i%5) }
 func BccAddr(i int) string   { return fmt.Sprintf("hidden%d@audit.example", i) }
+
+// Rarest returns the least common of words (the vocabulary's later
+// words are rarer): a word few messages have.
+func (g *Gen) Rarest(words []string) string {
+	if g.rank == nil {
+		g.rank = map[string]int{}
+		for i, w := range g.Words {
+			g.rank[w] = i
+		}
+	}
+	best := ""
+	for _, w := range words {
+		if best == "" || g.rank[w] > g.rank[best] {
+			best = w
+		}
+	}
+	return best
+}
 
 // word picks a word; low ranks are common (a Zipf-like spread), so that
 // queries for rare and frequent words both exist.

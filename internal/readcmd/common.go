@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -49,6 +50,28 @@ func (c *common) reader() (*archive.Reader, error) {
 	return archive.OpenReader(*c.dir, archive.ReaderOptions{Filed: *c.filed})
 }
 
+// open opens the archive and its catalog (building it if need be); on
+// failure it has said why and returns the exit status.
+func (c *common) open(e *cli.Env) (*archive.Reader, *catalog.Catalog, int) {
+	r, err := c.reader()
+	if err != nil {
+		return nil, nil, e.Errorf("%v", err)
+	}
+	cat, err := OpenCatalog(e, r, c.catalogPath())
+	if err != nil {
+		return nil, nil, e.Errorf("%v", err)
+	}
+	return r, cat, 0
+}
+
+// queryArgs parses the arguments left after the flags as a query.
+func queryArgs(e *cli.Env, args []string, what string) (query.Node, int) {
+	if len(args) == 0 {
+		return nil, e.Errorf("no query (try --help; * %s everything)", what)
+	}
+	return ParseQuery(e, args)
+}
+
 func (c *common) catalogPath() string {
 	if *c.index != "" {
 		return *c.index
@@ -66,6 +89,9 @@ func OpenCatalog(e *cli.Env, r *archive.Reader, path string) (*catalog.Catalog, 
 	}
 	if !errors.Is(err, catalog.ErrNoCatalog) && !errors.Is(err, catalog.ErrOutdated) && !errors.Is(err, catalog.ErrDamaged) {
 		return nil, err
+	}
+	if oerr := cli.CheckOwner("mailarchive index", r.Root(), filepath.Dir(path)); oerr != nil {
+		return nil, fmt.Errorf("%v (%v)", err, oerr)
 	}
 	fmt.Fprintf(e.Stderr, "%s: %v; indexing the archive first\n", e.Program, err)
 	res, uerr := catalog.Update(e.Ctx, r, path, catalog.UpdateOptions{

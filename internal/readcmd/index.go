@@ -3,6 +3,7 @@ package readcmd
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -39,6 +40,9 @@ func runIndex(e *cli.Env, args []string) int {
 	}
 	r, err := c.reader()
 	if err != nil {
+		return e.Errorf("%v", err)
+	}
+	if err := cli.CheckOwner("mailarchive index", *c.dir, filepath.Dir(c.catalogPath())); err != nil {
 		return e.Errorf("%v", err)
 	}
 	prog := newProgress(e.Stderr, "items indexed", 0)

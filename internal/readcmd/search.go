@@ -1,11 +1,13 @@
 package readcmd
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/postfix-archive/mailarchive/audit"
 	"github.com/postfix-archive/mailarchive/catalog"
 	"github.com/postfix-archive/mailarchive/internal/cli"
 )
@@ -53,51 +55,60 @@ func runSearch(e *cli.Env, args []string) int {
 	if so != catalog.Newest && so != catalog.Oldest && so != catalog.Rank {
 		return e.Errorf("--sort %q: want newest, oldest or rank", *sort)
 	}
-	if fs.NArg() == 0 {
-		return e.Errorf("no query (try --help; * finds everything)")
-	}
-	q, st := ParseQuery(e, fs.Args())
+	q, st := queryArgs(e, fs.Args(), "finds")
 	if q == nil {
 		return st
 	}
-	r, err := c.reader()
-	if err != nil {
-		return e.Errorf("%v", err)
-	}
-	cat, err := OpenCatalog(e, r, c.catalogPath())
-	if err != nil {
-		return e.Errorf("%v", err)
+	r, cat, st := c.open(e)
+	if cat == nil {
+		return st
 	}
 	defer cat.Close()
+	var err error
 	width := terminal(e.Stdout)
 	var tw *tabwriter.Writer
+	out := bufio.NewWriterSize(e.Stdout, 64<<10)
+	defer out.Flush()
 	if !*asJSON && !*ids {
-		tw = tabwriter.NewWriter(e.Stdout, 0, 0, 2, ' ', 0)
+		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "DATE\tID\tSENDER\tRECIPIENTS\tSUBJECT\tSOURCE")
 	}
-	enc := json.NewEncoder(e.Stdout)
+	enc := json.NewEncoder(out)
 	enc.SetEscapeHTML(false)
 	found := 0
-	err = cat.Search(e.Ctx, q, catalog.SearchOptions{Sort: so, Limit: *limit, Copies: !*ids}, func(h catalog.Hit) error {
-		found++
-		switch {
-		case *ids:
-			_, err := fmt.Fprintln(e.Stdout, h.ID)
+	opt := catalog.SearchOptions{Sort: so, Limit: *limit, Copies: true}
+	// What the search returned goes into the audit trail.
+	var returned []string
+	if *ids {
+		err = cat.SearchIDs(e.Ctx, q, opt, func(id string) error {
+			found++
+			returned = append(returned, id)
+			_, err := fmt.Fprintln(out, id)
 			return err
-		case *asJSON:
-			if h.Rcpts == nil {
-				h.Rcpts = []string{}
+		})
+	} else {
+		err = cat.Search(e.Ctx, q, opt, func(h catalog.Hit) error {
+			found++
+			returned = append(returned, h.ID)
+			if *asJSON {
+				if h.Rcpts == nil {
+					h.Rcpts = []string{}
+				}
+				return enc.Encode(h)
 			}
-			return enc.Encode(h)
-		}
-		_, err := fmt.Fprintln(tw, tableRow(h, width))
-		return err
-	})
+			_, err := fmt.Fprintln(tw, tableRow(h, width))
+			return err
+		})
+	}
 	if tw != nil {
 		tw.Flush()
 	}
+	out.Flush()
 	if err != nil {
 		return e.Errorf("%v", err)
+	}
+	if err := audit.Record(r.Root(), audit.Search, strings.Join(fs.Args(), " "), returned); err != nil {
+		return e.Errorf("cannot record the search in the audit trail: %v", err)
 	}
 	if found == 0 {
 		if tw != nil {

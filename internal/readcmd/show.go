@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/audit"
 	"github.com/postfix-archive/mailarchive/catalog"
 	"github.com/postfix-archive/mailarchive/internal/cli"
 	"github.com/postfix-archive/mailarchive/mimetext"
@@ -58,6 +59,9 @@ func runShow(e *cli.Env, args []string) int {
 	it, err := r.Locate(fs.Arg(0))
 	if err != nil && !(errors.Is(err, archive.ErrMissingMessage) && *envelope) {
 		return e.Errorf("%v", err)
+	}
+	if err := audit.Record(r.Root(), audit.Show, fs.Arg(0), []string{it.ID}); err != nil {
+		return e.Errorf("cannot record the access in the audit trail: %v", err)
 	}
 	switch {
 	case *envelope:

@@ -28,13 +28,9 @@ func runStats(e *cli.Env, args []string) int {
 	if done, st := cli.Parse(e, fs, args); done {
 		return st
 	}
-	r, err := c.reader()
-	if err != nil {
-		return e.Errorf("%v", err)
-	}
-	cat, err := OpenCatalog(e, r, c.catalogPath())
-	if err != nil {
-		return e.Errorf("%v", err)
+	r, cat, status := c.open(e)
+	if cat == nil {
+		return status
 	}
 	defer cat.Close()
 	st, err := cat.Stats(e.Ctx, r)
@@ -44,7 +40,7 @@ func runStats(e *cli.Env, args []string) int {
 	if *days > 0 && len(st.Days) > *days {
 		st.Days = st.Days[len(st.Days)-*days:]
 	}
-	status := cli.ExitOK
+	status = cli.ExitOK
 	if st.NotIndexed > 0 || st.Gone > 0 || st.Damaged > 0 {
 		status = cli.ExitFindings
 	}

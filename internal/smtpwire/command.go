@@ -2,6 +2,7 @@ package smtpwire
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -138,10 +139,17 @@ func quoted(s []byte, i int, w []byte, last byte) ([]byte, int) {
 	return w, i
 }
 
+// ErrAddressForm reports a MAIL or RCPT address in a form that Postfix's
+// smtpd accepts but reads with its RFC 822 parser (comments, nested or
+// trailing brackets, unquoted specials: "<a(x)@b>" is a@b to it, "<>0" is
+// 0): the proxy cannot record it as Postfix will, so it must refuse it.
+var ErrAddressForm = errors.New("smtp: address form the proxy cannot read as Postfix does")
+
 // Path parses the words of MAIL or RCPT: prefix ("FROM:" or "TO:"), the
 // address, then parameters, as Postfix's smtpd takes them. The address is
 // returned without its angle brackets and without an RFC 5321 source route
-// ("@hop,@hop:"), otherwise as sent; quoted local parts stay whole.
+// ("@hop,@hop:"), otherwise as sent; quoted local parts stay whole. Any
+// other error than ErrAddressForm is one Postfix rejects too.
 func (c Command) Path(prefix string) (addr string, params []string, err error) {
 	if len(c.Args) < 2 || !strings.EqualFold(c.Args[0], prefix) {
 		return "", nil, fmt.Errorf("smtp: %s %s: want %s<address>", c.Verb, strings.Join(c.Args, " "), prefix)
@@ -152,6 +160,9 @@ func (c Command) Path(prefix string) (addr string, params []string, err error) {
 		if !ok {
 			return "", nil, fmt.Errorf("smtp: %s: unterminated <address>", addr)
 		}
+		if end != len(addr)-1 {
+			return "", nil, fmt.Errorf("%w: %q", ErrAddressForm, addr)
+		}
 		addr = addr[1:end]
 	}
 	if strings.HasPrefix(addr, "@") {
@@ -159,10 +170,32 @@ func (c Command) Path(prefix string) (addr string, params []string, err error) {
 			addr = addr[i+1:]
 		}
 	}
+	if !plainAddr(addr) {
+		return "", nil, fmt.Errorf("%w: %q", ErrAddressForm, c.Args[1])
+	}
 	if len(c.Args) > 2 {
 		params = c.Args[2:]
 	}
 	return addr, params, nil
+}
+
+// plainAddr reports whether a has no RFC 822 specials outside quoted
+// strings but "@", "." and a domain literal's brackets: the forms in which
+// Postfix's parser keeps the address as sent.
+func plainAddr(a string) bool {
+	quoted := false
+	for i := 0; i < len(a); i++ {
+		switch c := a[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case strings.IndexByte("<>()\\,;: \t\r\n\v\f", c) >= 0:
+			return false
+		}
+	}
+	return !quoted
 }
 
 // Arg is the command's words after the verb joined by single spaces, as

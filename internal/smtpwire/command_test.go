@@ -1,6 +1,7 @@
 package smtpwire
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -79,7 +80,15 @@ func TestPath(t *testing.T) {
 		{"MAIL FROM:a@b SIZE=1", "FROM:", "a@b", []string{"SIZE=1"}, false},
 		{"RCPT TO:<\"a >b\"@example.net> ORCPT=rfc822;x@y", "TO:", "\"a >b\"@example.net", []string{"ORCPT=rfc822;x@y"}, false},
 		{"RCPT TO:<@hop1,@hop2:u@example.net>", "TO:", "u@example.net", nil, false},
-		{"RCPT TO:<a@b>junk", "TO:", "a@b", nil, false},
+		{"RCPT TO:<a@b>junk", "TO:", "", nil, true},
+		{"MAIL FROM:<>0", "FROM:", "", nil, true},
+		{"MAIL FROM:<a(c)@b>", "FROM:", "", nil, true},
+		{"MAIL FROM:<<a@b>>", "FROM:", "", nil, true},
+		{"MAIL FROM:<a@b>>", "FROM:", "", nil, true},
+		{"MAIL FROM:<a\\@b@c>", "FROM:", "", nil, true},
+		{"MAIL FROM:<\"a\\\"b\"@c>", "FROM:", "\"a\\\"b\"@c", nil, false},
+		{"RCPT TO:<u@[192.0.2.1]>", "TO:", "u@[192.0.2.1]", nil, false},
+		{"MAIL FROM:<>", "FROM:", "", nil, false},
 		{"RCPT TO:<a@b", "TO:", "", nil, true},
 		{"RCPT TO<a@b>", "TO:", "", nil, true},
 		{"RCPT TO :<a@b>", "TO:", "", nil, true},
@@ -90,6 +99,22 @@ func TestPath(t *testing.T) {
 		addr, params, err := ParseCommand([]byte(tt.line)).Path(tt.prefix)
 		if (err != nil) != tt.err || addr != tt.addr || !reflect.DeepEqual(params, tt.params) {
 			t.Errorf("Path(%q) = %q %q %v; want %q %q err=%v", tt.line, addr, params, err, tt.addr, tt.params, tt.err)
+		}
+	}
+}
+
+// TestAddressForm: the forms Postfix reads differently from the proxy
+// are told apart from those Postfix rejects (measured against Postfix
+// 3.7: "<>0" is queued from 0@myhostname, "<a(c)@b>" from a@b, while
+// "<a@b" and "<a@b>junk" get 501).
+func TestAddressForm(t *testing.T) {
+	for line, form := range map[string]bool{
+		"MAIL FROM:<>0": true, "MAIL FROM:<a(c)@b>": true, "MAIL FROM:<<a@b>>": true, "RCPT TO:<a b@c>": true,
+		"MAIL FROM:<a@b": false, "MAIL FROM:": false, "MAIL FROM:<a@b>": false,
+	} {
+		_, _, err := ParseCommand([]byte(line)).Path(strings.Fields(line)[1][:strings.IndexByte(strings.Fields(line)[1], ':')+1])
+		if got := errors.Is(err, ErrAddressForm); got != form {
+			t.Errorf("%q: err %v, want ErrAddressForm %v", line, err, form)
 		}
 	}
 }

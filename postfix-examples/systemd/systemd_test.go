@@ -193,6 +193,7 @@ func TestMakeInstall(t *testing.T) {
 		"opt/ma/bin/proxy_archiver":                      {0o755, root.uid, root.gid},
 		"opt/ma/bin/milter_archiver":                     {0o755, root.uid, root.gid},
 		"opt/ma/bin/filer":                               {0o755, root.uid, root.gid},
+		"opt/ma/bin/mailarchive":                         {0o755, root.uid, root.gid},
 		"opt/ma/bin/archiver":                            {0o755 | os.ModeSetuid | os.ModeSetgid, uid, gid},
 		"var/spool/mailarchive":                          {0o750 | os.ModeDir | os.ModeSetgid, uid, gid},
 		"var/spool/mailarchive/tmp":                      {0o750 | os.ModeDir | os.ModeSetgid, uid, gid},

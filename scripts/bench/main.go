@@ -1,7 +1,8 @@
 // Command bench is "make bench": it measures proxy_archiver against
 // haproxy and a direct connection, the milter and the wrapper against
-// Postfix alone, and filer against a minimal Perl rename loop, side by side
-// in one run, and prints a table of figures and ratios.
+// Postfix alone, filer against a minimal Perl rename loop, and mailarchive
+// index/search against notmuch and grep, side by side in one run, and
+// prints a table of figures and ratios.
 //
 // Ratios, not absolute times, are the claim: the compared setups run
 // alternately, round after round, and the table gives the median of the
@@ -9,7 +10,8 @@
 //
 //	go run ./scripts/bench                 # everything, full counts
 //	go run ./scripts/bench -scale 0.25     # quarter counts (say so when quoting)
-//	go run ./scripts/bench -only proxy     # sections: proxy,memory,latency,milter,wrapper,filer,log,objstore
+//	go run ./scripts/bench -only proxy     # sections: proxy,memory,latency,milter,wrapper,filer,search,log,objstore
+//	go run ./scripts/bench -only search -search-n 20000   # the read side, fewer messages
 package main
 
 import (
@@ -44,7 +46,7 @@ type bench struct {
 
 func main() {
 	var b bench
-	only := flag.String("only", "", "comma-separated sections to run (default: all): proxy,memory,latency,milter,wrapper,filer,log,objstore")
+	only := flag.String("only", "", "comma-separated sections to run (default: all): proxy,memory,latency,milter,wrapper,filer,search,log,objstore")
 	doc := flag.String("doc", "docs/bench.md,README.md", "comma-separated Markdown files whose bench section (between the bench markers) gets the table (empty: don't write)")
 	flag.Float64Var(&b.scale, "scale", 1, "multiply every message/item count by this (e.g. 0.25 for a quick run)")
 	flag.IntVar(&b.rounds, "rounds", 3, "rounds of each comparison; the table reports medians")
@@ -76,6 +78,7 @@ func main() {
 		{"milter", b.milterCost},
 		{"wrapper", b.wrapperCost},
 		{"filer", b.filerCost},
+		{"search", b.searchCost},
 		{"log", b.logCost},
 		{"objstore", b.objstoreUpload},
 	}
@@ -224,7 +227,8 @@ func fsOf(dir string) string {
 // perl when missing, the way scripts/install-peers.sh does.
 func ensurePeers() error {
 	want := map[string]string{"/usr/sbin/smtp-source": "postfix", "/usr/sbin/smtp-sink": "postfix",
-		"/usr/sbin/postfix": "postfix", "/usr/sbin/haproxy": "haproxy", "/usr/bin/perl": "perl"}
+		"/usr/sbin/postfix": "postfix", "/usr/sbin/haproxy": "haproxy", "/usr/bin/perl": "perl",
+		"/usr/bin/notmuch": "notmuch"}
 	var missing []string
 	for prog, pkg := range want {
 		if _, err := os.Stat(prog); err != nil && !contains(missing, pkg) {

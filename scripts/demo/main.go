@@ -1,11 +1,15 @@
 // Command demo is `make demo`: it starts proxy_archiver in front of the
 // project's SMTP sink, sends a few varied messages through it, and shows
-// the archive. It needs no Postfix: only the binaries in bin/.
+// the archive. Then it runs a compliance officer's session on that archive
+// with the real filer and mailarchive (workflow.go): index, search, show,
+// seal, verify (and catch a tampered copy), prove one message, export. It
+// needs no Postfix: only the binaries in bin/. It exits non-zero as soon
+// as a step's exit status or output is not what it must be.
 //
 // However it ends, it leaves nothing running: on SIGINT, SIGTERM, SIGHUP
-// or SIGPIPE (its output piped into head) it stops the sink and the proxy
-// before it exits, and if it is killed outright the kernel stops them
-// (Pdeathsig).
+// or SIGPIPE (its output piped into head) it stops the sink, the proxy and
+// the step running before it exits, and if it is killed outright the
+// kernel stops them (Pdeathsig).
 package main
 
 import (
@@ -80,6 +84,12 @@ func start(logDir, name string, args ...string) (*child, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = log, log
+	return launch(cmd)
+}
+
+// launch starts cmd as a child that stopAll stops and that the kernel
+// stops if the demo dies.
+func launch(cmd *exec.Cmd) (*child, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	childMu.Lock()
 	defer childMu.Unlock()
@@ -161,7 +171,7 @@ type sample struct {
 }
 
 var samples = []sample{
-	{"plain message, two recipients", "alice@example.org", []string{"bob@example.net", "carol@example.net"},
+	{"plain message, two recipients and a Bcc (dave)", "alice@example.org", []string{"bob@example.net", "carol@example.net", "dave@example.net"},
 		"From: Alice <alice@example.org>\r\nTo: bob@example.net, carol@example.net\r\nSubject: Quarterly report\r\nMessage-ID: <demo-1@example.org>\r\n\r\nHello Bob and Carol,\r\nthe report is attached.\r\n", false},
 	{"lines starting with a dot (dot-stuffed on the wire)", "alice@example.org", []string{"bob@example.net"},
 		"From: alice@example.org\r\nSubject: dots\r\nMessage-ID: <demo-2@example.org>\r\n\r\n.hidden line\r\n..two dots\r\n.\r\nend\r\n", true},
@@ -246,7 +256,8 @@ func send(addr string, s sample) error {
 }
 
 func run() error {
-	out, _ := filepath.Abs("demo-out")
+	// Relative, as the reader types the commands the steps show.
+	const out = "demo-out"
 	os.RemoveAll(out)
 	archiveDir, sinkDir := filepath.Join(out, "archive"), filepath.Join(out, "sink")
 	os.MkdirAll(sinkDir, 0o755)
@@ -309,7 +320,16 @@ func run() error {
 	if err := compare(sinkDir, archiveDir); err != nil {
 		return err
 	}
-	fmt.Printf("Everything is under %s: archive/, what the sink received in sink/, and the logs.\n", out)
+	ids, err := itemIDs(archiveDir)
+	if err != nil {
+		return err
+	}
+	if err := workflow(out, archiveDir, ids); err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(out)
+	fmt.Printf("\nEverything is under %s: archive/, what the sink received in sink/, the logs,\n"+
+		"keys/, the proof bundle, the mbox and the tampered copy. Every step did what it should.\n", abs)
 	if *keep {
 		fmt.Printf("\nproxy_archiver still listens on %s (archive %s), the sink on %s: try\n"+
 			"    swaks --server %s --from you@example.org --to bob@example.net\n"+

@@ -109,6 +109,10 @@ Exit status: 0 done, 1 items could not be logged (damage, listed), 2 error.`)
 	if done, st := cli.Parse(e, fs, args); done {
 		return st
 	}
+	// Files root made would lock the archive user's next seal out.
+	if err := cli.CheckOwner("mailarchive seal", *dir); err != nil {
+		return e.Errorf("%v", err)
+	}
 	s, err := sealog.LoadSigner(*signer)
 	if err != nil {
 		return e.Errorf("%v", err)
@@ -257,7 +261,8 @@ if seal got one). Anyone with the verifier key can check it with
 func runVerifyProof(e *cli.Env, args []string) int {
 	fs, _ := cli.FlagSet(e, `Usage: mailarchive verify-proof FILE --key VERIFIER [--tsa-roots PEM] [--json]
 
-Checks a proof bundle with nothing but the verifier key: the checkpoint's
+Checks a proof bundle with nothing but the verifier key (a detached one,
+ID.proof from export --with-proofs, with ID.eml and ID.json beside it): the checkpoint's
 signature, the leaf against the message and envelope in the bundle, and the
 inclusion proof against the checkpoint's root. With --tsa-roots, the TSA
 token's certificate must chain to those roots.
@@ -286,7 +291,7 @@ Exit status: 0 the proof holds, 1 it does not, 2 error.`)
 			return e.Errorf("%s: no PEM certificates", *roots)
 		}
 	}
-	data, err := os.ReadFile(fs.Arg(0))
+	data, err := sealog.ReadBundle(fs.Arg(0))
 	if err != nil {
 		return e.Errorf("%v", err)
 	}

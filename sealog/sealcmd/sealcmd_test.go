@@ -110,3 +110,54 @@ func TestCommands(t *testing.T) {
 		t.Fatal("proof of an unknown ID")
 	}
 }
+
+func TestExportWithProofs(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	os.Mkdir(root, 0o750)
+	skey, vkey := filepath.Join(dir, "signer.key"), filepath.Join(dir, "verifier.pub")
+	if st, _, e := run(t, sealcmd.Keygen, "--signer", skey, "--verifier", vkey); st != 0 {
+		t.Fatal(e)
+	}
+	var ids []string
+	for i := 0; i < 3; i++ {
+		ids = append(ids, addItem(t, root, time.Now().Add(-time.Duration(i+1)*time.Minute)))
+	}
+	if st, _, e := run(t, sealcmd.Seal, "-d", root, "--signer", skey); st != 0 {
+		t.Fatal(e)
+	}
+	unlogged := addItem(t, root, time.Now())
+	out := filepath.Join(dir, "out")
+	// An item not in the log yet cannot be proved: the export says so.
+	if st, _, e := run(t, sealcmd.Export, "-d", root, "--format", "eml", "-o", out, "--with-proofs", "*"); st != cli.ExitError || !strings.Contains(e, "run seal first") {
+		t.Fatalf("export of an unlogged item with proofs: %d %q", st, e)
+	}
+	os.RemoveAll(out)
+	os.Remove(filepath.Join(root, unlogged+".eml"))
+	os.Remove(filepath.Join(root, unlogged+".json"))
+	if st, _, e := run(t, sealcmd.Export, "-d", root, "--format", "eml", "-o", out, "--with-proofs", "--index", filepath.Join(dir, "cat2.sqlite"), "*"); st != 0 {
+		t.Fatalf("export: %d %q", st, e)
+	}
+	manifest, _ := os.ReadFile(filepath.Join(out, "MANIFEST"))
+	for _, name := range []string{"checkpoint", "VERIFY.txt"} {
+		if !strings.Contains(string(manifest), " "+name+"\n") {
+			t.Fatalf("MANIFEST lacks %s:\n%s", name, manifest)
+		}
+	}
+	for _, id := range ids {
+		st, o, e := run(t, sealcmd.VerifyProof, filepath.Join(out, id+".proof"), "--key", vkey)
+		if st != 0 {
+			t.Fatalf("verify-proof %s: %d %q %q", id, st, o, e)
+		}
+	}
+	// The detached proof fails when its message is changed.
+	os.WriteFile(filepath.Join(out, ids[0]+".eml"), []byte("x"), 0o640)
+	if st, _, _ := run(t, sealcmd.VerifyProof, filepath.Join(out, ids[0]+".proof"), "--key", vkey); st != cli.ExitFindings {
+		t.Fatal("a changed exported message still verifies")
+	}
+	// Both exports are in the audit trail (the failed one wrote files too).
+	_, o, _ := run(t, sealcmd.Audit, "-d", root, "--json")
+	if strings.Count(o, `"action":"export"`) != 2 {
+		t.Fatalf("audit trail: %s", o)
+	}
+}

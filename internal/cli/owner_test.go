@@ -1,4 +1,4 @@
-package filer
+package cli
 
 import (
 	"os"
@@ -10,7 +10,7 @@ import (
 	"github.com/postfix-archive/mailarchive/internal/postfixtest"
 )
 
-// TestCheckOwnerNamesUser: as root on another user's archive, the filer
+// TestCheckOwnerNamesUser: as root on another user's archive, a command
 // refuses and says which user to run as, by name (by number only when the
 // owner has no name).
 func TestCheckOwnerNamesUser(t *testing.T) {
@@ -26,19 +26,19 @@ func TestCheckOwnerNamesUser(t *testing.T) {
 		uid  int
 		want string
 	}{
-		{uid, "belongs to daemon: run the filer as that user (runuser -u daemon -- filer ...)"},
-		{4242424, "belongs to uid 4242424: run the filer as that user (runuser -u 4242424 -- filer ...)"},
+		{uid, "belongs to daemon: run filer as that user (runuser -u daemon -- filer ...)"},
+		{4242424, "belongs to uid 4242424: run filer as that user (runuser -u 4242424 -- filer ...)"},
 	} {
 		dir := t.TempDir()
 		if err := os.Chown(dir, tc.uid, -1); err != nil {
 			t.Fatal(err)
 		}
-		err := checkOwner(dir)
+		err := CheckOwner("filer", dir)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("uid %d: %v, want %q", tc.uid, err, tc.want)
 		}
 	}
-	if err := checkOwner(t.TempDir()); err != nil {
+	if err := CheckOwner("filer", t.TempDir()); err != nil {
 		t.Errorf("root's own archive: %v", err)
 	}
 }
