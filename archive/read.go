@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -23,6 +25,10 @@ var ErrNotFound = errors.New("no such item")
 type Reader struct {
 	root  string
 	filed string // root of the dated tree
+
+	remoteOnce sync.Once // opens remote on first use (remote.go)
+	remote     ObjectReader
+	remoteErr  error
 }
 
 // ReaderOptions configure a Reader. The zero value reads a root whose dated
@@ -30,6 +36,9 @@ type Reader struct {
 type ReaderOptions struct {
 	// Filed is the root of the dated tree (filer --dest), if not the root.
 	Filed string
+	// Objects reads items in object storage; nil: the client registered
+	// for the scheme in ROOT/.destination (RegisterRemote), on first use.
+	Objects ObjectReader
 }
 
 // OpenReader opens the archive root dir for reading. Unlike Open it
@@ -45,7 +54,7 @@ func OpenReader(dir string, opt ReaderOptions) (*Reader, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("archive: %s is not a directory", dir)
 	}
-	r := &Reader{root: dir, filed: opt.Filed}
+	r := &Reader{root: dir, filed: opt.Filed, remote: opt.Objects}
 	if r.filed == "" {
 		r.filed = dir
 	}
@@ -64,11 +73,21 @@ type Item struct {
 	Dir      string
 	JSONPath string
 	EMLPath  string
+	// Remote is set for an item in object storage: JSONPath and EMLPath are
+	// then URLs, for messages only; Open and Envelope fetch and read it.
+	// Dir is its day.
+	Remote *RemoteRecord
+	r      *Reader
 }
 
 // Open opens the item's message. An item the filer moves after it was found
-// is not there any more: Locate it again.
+// is not there any more: Locate it again. A message in object storage is
+// fetched into an unlinked temporary file and checked against its recorded
+// size and SHA-256.
 func (it Item) Open() (*os.File, error) {
+	if it.Remote != nil {
+		return it.openRemote()
+	}
 	f, err := os.Open(it.EMLPath)
 	if err != nil {
 		return nil, fmt.Errorf("archive: open %s.eml: %w", it.ID, unwrapPath(err))
@@ -78,7 +97,20 @@ func (it Item) Open() (*os.File, error) {
 
 // Envelope reads and decodes the item's ID.json.
 func (it Item) Envelope() (*Envelope, error) {
-	env, err := ReadEnvelope(it.JSONPath)
+	var env *Envelope
+	var err error
+	if it.Remote != nil {
+		// The envelope as uploaded, kept in the record: no request.
+		var b []byte
+		if b, err = it.EnvelopeBytes(); err == nil {
+			env = new(Envelope)
+			if err = json.Unmarshal(b, env); err != nil {
+				err = fmt.Errorf("archive: decode the envelope in the remote record of %s: %w", it.ID, err)
+			}
+		}
+	} else {
+		env, err = ReadEnvelope(it.JSONPath)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -181,11 +213,16 @@ func (r *Reader) ListRoot(skip ...string) (RootListing, error) {
 
 // reservedDir are directories of the root that belong to the read side
 // (catalog, log, audit trail): not foreign, not items.
-var reservedDir = map[string]bool{"index": true, "log": true, "audit": true}
+// remote/ holds the records of items in object storage (remote.go), holds/
+// the legal holds (package retention).
+var reservedDir = map[string]bool{"index": true, "log": true, "audit": true, RemoteDir: true, "holds": true}
 
-// reservedFile reports whether a dot file in the root is one of ours.
+// reservedFile reports whether a dot file in the root is one of ours
+// (including the temporary name WriteDestination writes through).
 func reservedFile(name string) bool {
-	return strings.HasSuffix(name, ".lock") || name == ".destination"
+	return strings.HasSuffix(name, ".lock") || name == DestinationFile ||
+		strings.HasPrefix(name, DestinationFile+".") && strings.HasSuffix(name, ".part") ||
+		name == ".retention"
 }
 
 func contains(list []string, s string) bool {
@@ -251,6 +288,15 @@ func (r *Reader) WalkWith(opt WalkOptions, fn WalkFunc, problem func(Problem)) e
 		if !e.EML {
 			p, ok := r.findFiledEML(e.ID, e.Stamp)
 			if !ok {
+				if rit, ok := r.locateRemote(e.ID, e.Stamp); ok {
+					// The filer removes the local copy of an item it
+					// moved to object storage .eml first.
+					seen[e.ID] = true
+					if err := fn(rit); err != nil {
+						return err
+					}
+					continue
+				}
 				if _, err := os.Stat(it.JSONPath); err != nil {
 					continue // filed meanwhile: the tree walk finds it
 				}
@@ -282,10 +328,33 @@ func (r *Reader) WalkWith(opt WalkOptions, fn WalkFunc, problem func(Problem)) e
 	return nil
 }
 
-// Days lists the dated directories (YYYY/MM/DD), oldest first.
+// Days lists the dated directories (YYYY/MM/DD), oldest first: those of the
+// dated tree and of the records of items in object storage.
 func (r *Reader) Days() ([]string, error) {
+	local, err := listDays(r.filed)
+	if err != nil {
+		return nil, err
+	}
+	remote, err := r.remoteDays()
+	if err != nil || len(remote) == 0 {
+		return local, err
+	}
+	set := map[string]bool{}
+	for _, d := range append(local, remote...) {
+		set[d] = true
+	}
+	days := make([]string, 0, len(set))
+	for d := range set {
+		days = append(days, d)
+	}
+	sort.Strings(days)
+	return days, nil
+}
+
+// listDays lists the YYYY/MM/DD directories under dir, oldest first.
+func listDays(dir string) ([]string, error) {
 	var days []string
-	years, err := os.ReadDir(r.filed)
+	years, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("archive: %w", err)
 	}
@@ -293,7 +362,7 @@ func (r *Reader) Days() ([]string, error) {
 		if !y.IsDir() || !isYearDir(y.Name()) {
 			continue
 		}
-		months, err := os.ReadDir(filepath.Join(r.filed, y.Name()))
+		months, err := os.ReadDir(filepath.Join(dir, y.Name()))
 		if err != nil {
 			return nil, fmt.Errorf("archive: %w", err)
 		}
@@ -301,7 +370,7 @@ func (r *Reader) Days() ([]string, error) {
 			if !m.IsDir() || !isNumber(m.Name(), 2) {
 				continue
 			}
-			ds, err := os.ReadDir(filepath.Join(r.filed, y.Name(), m.Name()))
+			ds, err := os.ReadDir(filepath.Join(dir, y.Name(), m.Name()))
 			if err != nil {
 				return nil, fmt.Errorf("archive: %w", err)
 			}
@@ -332,10 +401,19 @@ func (r *Reader) WalkDay(day string, fn WalkFunc, problem func(Problem)) error {
 	if problem == nil {
 		problem = func(Problem) {}
 	}
-	return r.walkDay(day, nil, fn, problem)
+	return r.walkDay(day, map[string]bool{}, fn, problem)
 }
 
+// walkDay visits the day's items in the dated tree, then those of the day in
+// object storage; seen gets every ID visited.
 func (r *Reader) walkDay(day string, seen map[string]bool, fn WalkFunc, problem func(Problem)) error {
+	if err := r.walkLocalDay(day, seen, fn, problem); err != nil {
+		return err
+	}
+	return r.walkRemoteDay(day, seen, fn, problem)
+}
+
+func (r *Reader) walkLocalDay(day string, seen map[string]bool, fn WalkFunc, problem func(Problem)) error {
 	dir := filepath.Join(r.filed, day)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -366,6 +444,7 @@ func (r *Reader) walkDay(day string, seen map[string]bool, fn WalkFunc, problem 
 			}
 			it := Item{ID: stem, Stamp: pid.Stamp, Dir: day,
 				JSONPath: filepath.Join(dir, name), EMLPath: filepath.Join(dir, stem+".eml")}
+			seen[stem] = true
 			if err := fn(it); err != nil {
 				return err
 			}
@@ -433,6 +512,9 @@ func (r *Reader) Locate(id string) (Item, error) {
 				it.EMLPath = ep
 				return it, nil
 			}
+			if rit, ok := r.locateRemote(id, pid.Stamp); ok {
+				return rit, nil
+			}
 			if present(jp) {
 				return it, fmt.Errorf("archive: %s: %w", id, ErrMissingMessage)
 			}
@@ -448,6 +530,9 @@ func (r *Reader) Locate(id string) (Item, error) {
 				return it, fmt.Errorf("archive: %s: %w", id, ErrMissingMessage)
 			}
 			return it, nil
+		}
+		if rit, ok := r.locateRemote(id, pid.Stamp); ok {
+			return rit, nil
 		}
 	}
 	return Item{}, fmt.Errorf("archive: %s: %w", id, ErrNotFound)

@@ -48,12 +48,22 @@ type File struct {
 	Open   func() (io.ReadCloser, error)
 }
 
+// NamedFile is a file an export adds once (see Options.Trailer).
+type NamedFile struct {
+	Name string // a plain file name, no directories
+	Open func() (io.ReadCloser, error)
+}
+
 // Options configure a Writer.
 type Options struct {
 	Format Format
 	// Extra, if set, returns more files to export with an item (eml and
 	// zip only: an mbox holds messages only).
 	Extra func(it archive.Item) ([]File, error)
+	// Trailer, if set, returns files written once, after the items and
+	// before the MANIFEST (eml and zip only): e.g. the checkpoint the
+	// items' proofs lead to and how to check them.
+	Trailer func() ([]NamedFile, error)
 	// Progress, if set, is called after each item with the items and
 	// bytes written so far.
 	Progress func(items int, bytes int64)
@@ -84,7 +94,7 @@ type Writer struct {
 // file, or a directory that is not empty, is an error.
 func Create(path string, stdout io.Writer, opt Options) (*Writer, error) {
 	w := &Writer{opt: opt}
-	if opt.Extra != nil && opt.Format == MBox {
+	if (opt.Extra != nil || opt.Trailer != nil) && opt.Format == MBox {
 		return nil, errors.New("export: an mbox holds messages only: extra files need --format eml or zip")
 	}
 	switch opt.Format {
@@ -140,15 +150,15 @@ func (nopCloser) Close() error { return nil }
 // Add exports one item. The filer may move it meanwhile: it is located
 // again through r.
 func (w *Writer) Add(r *archive.Reader, it archive.Item) error {
-	env, err := os.ReadFile(it.JSONPath)
+	env, err := it.EnvelopeBytes() // not by path: the item may be in object storage
 	if errors.Is(err, os.ErrNotExist) {
 		if it, err = r.Locate(it.ID); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
-		env, err = os.ReadFile(it.JSONPath)
+		env, err = it.EnvelopeBytes()
 	}
 	if err != nil {
-		return fmt.Errorf("export: %s.json: %w", it.ID, err)
+		return fmt.Errorf("export: %w", err)
 	}
 	f, err := it.Open()
 	if errors.Is(err, os.ErrNotExist) {
@@ -257,12 +267,40 @@ func (w *Writer) file(name string, mod time.Time, r io.Reader) (int64, error) {
 	return n, nil
 }
 
+func (w *Writer) trailer() error {
+	if w.opt.Trailer == nil {
+		return nil
+	}
+	files, err := w.opt.Trailer()
+	if err != nil {
+		return err
+	}
+	for _, x := range files {
+		if x.Name == "" || x.Name == ManifestName || strings.ContainsAny(x.Name, "/\\") {
+			return fmt.Errorf("export: trailer file name %q", x.Name)
+		}
+		rc, err := x.Open()
+		if err != nil {
+			return fmt.Errorf("export: %s: %w", x.Name, err)
+		}
+		_, err = w.file(x.Name, time.Now(), rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ManifestName is the file listing every exported file: one line
 // "SHA256 SIZE NAME" each (lower-case hex, bytes), in export order.
 const ManifestName = "MANIFEST"
 
 // Close finishes the export.
 func (w *Writer) Close() error {
+	// A trailer that fails still lets the files be closed; the export is
+	// reported incomplete.
+	terr := w.trailer()
 	var err error
 	switch {
 	case w.zw != nil:
@@ -295,6 +333,9 @@ func (w *Writer) Close() error {
 		if cerr := w.out.Close(); err == nil {
 			err = cerr
 		}
+	}
+	if terr != nil {
+		return terr
 	}
 	if err != nil {
 		return fmt.Errorf("export: %w", err)

@@ -39,9 +39,6 @@ type recorder struct {
 	wg   sync.WaitGroup
 }
 
-// item is an archive item.
-type item = archivetest.Item
-
 func newRecorder(t *testing.T, mod func(*recorder)) *recorder {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

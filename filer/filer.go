@@ -6,21 +6,19 @@
 package filer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
 )
 
 // LockName is the lock file filers of one root take in it.
-const LockName = ".filer.lock"
+const LockName = archive.ToolLock
 
 // ErrLocked says another filer holds the root's lock.
 var ErrLocked = errors.New("another filer is running on this root")
@@ -36,13 +34,17 @@ type Options struct {
 	Verbose   io.Writer     // one line per item and per skipped name; nil: none
 	Logger    *slog.Logger  // for the store's recovery; default slog.Default()
 	Now       func() time.Time
+	// To is where items go; nil: the local dated tree (Dest, LocalTime).
+	To  Destination
+	Ctx context.Context // cancels a run that talks to a server; default Background
 }
 
 // Report says what a run did.
 type Report struct {
-	Filed        int // moved to the dated tree
+	Filed        int // moved to the destination
 	Finished     int // completed after a crashed run had moved the .eml
 	Deduplicated int // already at the destination, identical: source removed
+	Kept         int // at the destination, local copy kept on purpose (--keep-local)
 	Recent       int // younger than OlderThan
 	Incomplete   int // .eml without .json: a writer between its renames
 	Foreign      int // names that are not items, left alone
@@ -57,26 +59,23 @@ func (r Report) Summary(dryRun bool) string {
 	if dryRun {
 		verb = "would file"
 	}
-	return fmt.Sprintf("%s %d, finished %d, deduplicated %d; skipped %d (recent %d, incomplete %d, foreign %d); recovered %d; problems %d",
-		verb, r.Filed, r.Finished, r.Deduplicated, r.Recent+r.Incomplete+r.Foreign,
+	kept := ""
+	if r.Kept > 0 {
+		kept = fmt.Sprintf(", kept local %d", r.Kept)
+	}
+	return fmt.Sprintf("%s %d, finished %d, deduplicated %d%s; skipped %d (recent %d, incomplete %d, foreign %d); recovered %d; problems %d",
+		verb, r.Filed, r.Finished, r.Deduplicated, kept, r.Recent+r.Incomplete+r.Foreign,
 		r.Recent, r.Incomplete, r.Foreign, r.Recovered, len(r.Problems))
 }
 
-// filer is one run's state.
+// filer is one run's state: which items to file. How they move is the
+// destination's business.
 type filer struct {
-	opt  Options
-	ops  fsOps
-	rep  Report
-	dirs map[string]bool // dated directories known to exist
-	sync map[string]bool // directories to fsync before sources go
-	// pending are source files whose copy at the destination becomes
-	// durable with the next flush; they are removed after it, in order.
-	pending []string
-	changed bool // the source root changed: fsync it at the end
+	opt Options
+	rep Report
+	t   *Tally
+	to  Destination
 }
-
-// flushEvery bounds the pending removals of a cross-filesystem run.
-const flushEvery = 1000
 
 // Run files every complete item of opt.Root once.
 func Run(opt Options) (Report, error) {
@@ -84,13 +83,17 @@ func Run(opt Options) (Report, error) {
 }
 
 func run(opt Options, ops fsOps) (Report, error) {
-	if opt.Dest == "" {
-		opt.Dest = opt.Root
-	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	f := &filer{opt: opt, ops: ops, dirs: map[string]bool{}, sync: map[string]bool{}}
+	if opt.Ctx == nil {
+		opt.Ctx = context.Background()
+	}
+	f := &filer{opt: opt, to: opt.To}
+	f.t = NewTally(&f.rep, opt.Verbose)
+	if f.to == nil {
+		f.to = newLocal(opt.Root, opt.Dest, opt.LocalTime, ops)
+	}
 	if fi, err := os.Stat(opt.Root); err != nil {
 		return f.rep, fmt.Errorf("filer: %w", err)
 	} else if !fi.IsDir() {
@@ -110,31 +113,53 @@ func run(opt Options, ops fsOps) (Report, error) {
 	if err != nil {
 		return f.rep, err
 	}
-	for _, it := range items {
-		f.file(it)
-		if len(f.pending) >= flushEvery {
-			f.flush()
+	for i, it := range items {
+		if opt.Ctx.Err() != nil {
+			f.t.Problem(fmt.Errorf("stopped (%v); %d items not looked at, left in place", context.Cause(opt.Ctx), len(items)-i))
+			break
 		}
+		f.file(it)
 	}
-	f.flush()
+	f.to.Flush(opt.Ctx, f.t)
 	return f.rep, nil
+}
+
+// file decides whether an item is filed now, and hands it to the
+// destination.
+func (f *filer) file(e archive.RootEntry) {
+	it := Item{ID: e.ID, Stamp: e.Stamp, Root: f.opt.Root, EML: e.EML}
+	if !e.JSON {
+		f.t.count(&f.rep.Incomplete)
+		f.t.Verbose("incomplete %s: .eml without .json (a writer between its renames); left alone", it.ID)
+		return
+	}
+	if !it.EML && exists(it.EMLPath()) {
+		// The directory read saw a writer's .json but missed the .eml it
+		// had renamed just before.
+		it.EML = true
+	}
+	if it.EML && f.opt.OlderThan > 0 && f.opt.Now().Sub(it.Stamp) < f.opt.OlderThan {
+		f.t.count(&f.rep.Recent)
+		f.t.Verbose("recent %s: younger than %v; left in place", it.ID, f.opt.OlderThan)
+		return
+	}
+	if f.opt.DryRun {
+		f.to.Plan(f.opt.Ctx, it, f.t)
+		return
+	}
+	f.to.Put(f.opt.Ctx, it, f.t)
 }
 
 // lock takes the root's filer lock without waiting.
 func lock(root string) (func(), error) {
-	p := filepath.Join(root, LockName)
-	l, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o640)
+	unlock, ok, err := archive.TryLock(root, LockName)
 	if err != nil {
-		return nil, fmt.Errorf("filer: lock: %w", err)
+		return nil, fmt.Errorf("filer: %w", err)
 	}
-	if err := syscall.Flock(int(l.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		l.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, ErrLocked
-		}
-		return nil, fmt.Errorf("filer: lock %s: %w", p, err)
+	if !ok {
+		return nil, ErrLocked
 	}
-	return func() { l.Close() }, nil
+	return unlock, nil
 }
 
 func (f *filer) recover() {
@@ -157,28 +182,13 @@ func (f *filer) recover() {
 	}
 }
 
-func (f *filer) verbose(format string, args ...any) {
-	if f.opt.Verbose != nil {
-		fmt.Fprintf(f.opt.Verbose, format+"\n", args...)
-	}
-}
+func (f *filer) verbose(format string, args ...any) { f.t.Verbose(format, args...) }
 
-// problem records what kept an item (or the run) from being done; the
-// caller reports them.
-func (f *filer) problem(err error) {
-	f.rep.Problems = append(f.rep.Problems, err)
-}
-
-// item is one ID found in the root.
-type item struct {
-	id        string
-	stamp     time.Time
-	eml, json bool
-}
+func (f *filer) problem(err error) { f.t.Problem(err) }
 
 // scan lists the root's items (through the archive's read API, which knows
 // the names) and reports the rest.
-func (f *filer) scan() ([]*item, error) {
+func (f *filer) scan() ([]archive.RootEntry, error) {
 	r, err := archive.OpenReader(f.opt.Root, archive.ReaderOptions{Filed: f.opt.Dest})
 	if err != nil {
 		return nil, fmt.Errorf("filer: %w", err)
@@ -191,16 +201,7 @@ func (f *filer) scan() ([]*item, error) {
 		f.rep.Foreign++
 		f.verbose("foreign %s: left alone", name)
 	}
-	items := make([]*item, 0, len(l.Entries))
-	for _, e := range l.Entries {
-		items = append(items, &item{id: e.ID, stamp: e.Stamp, eml: e.EML, json: e.JSON})
-	}
-	return items, nil
-}
-
-// destDir is the dated directory of a stamp.
-func (f *filer) destDir(stamp time.Time) string {
-	return filepath.Join(f.opt.Dest, archive.DatedDir(stamp, f.opt.LocalTime))
+	return l.Entries, nil
 }
 
 // DatedDir is the directory, relative to the destination root, that an ID
@@ -211,36 +212,4 @@ func DatedDir(id string, local bool) (string, error) {
 		return "", err
 	}
 	return archive.DatedDir(pid.Stamp, local), nil
-}
-
-// ensureDir creates a dated directory once per run, and marks for fsync the
-// parent of every level it creates.
-func (f *filer) ensureDir(dir string) error {
-	if f.dirs[dir] {
-		return nil
-	}
-	rel, err := filepath.Rel(f.opt.Dest, dir)
-	if err != nil {
-		return err
-	}
-	p := f.opt.Dest
-	for _, part := range strings.Split(rel, string(filepath.Separator)) {
-		parent := p
-		p = filepath.Join(p, part)
-		if f.dirs[p] {
-			continue
-		}
-		switch err := os.Mkdir(p, 0o750); {
-		case err == nil:
-			f.sync[parent] = true
-		case errors.Is(err, os.ErrExist):
-			if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
-				return fmt.Errorf("%s exists and is not a directory", p)
-			}
-		default:
-			return err
-		}
-		f.dirs[p] = true
-	}
-	return nil
 }

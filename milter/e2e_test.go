@@ -216,16 +216,26 @@ type e2e struct {
 // and the sink.
 func startE2E(t *testing.T, milterSpec string, archiverArgs ...string) *e2e {
 	t.Helper()
+	return startE2EProtocol(t, 6, milterSpec, archiverArgs...)
+}
+
+// startE2EProtocol is startE2E with milter_protocol = proto instead of the
+// snippet's 6.
+func startE2EProtocol(t *testing.T, proto int, milterSpec string, archiverArgs ...string) *e2e {
+	t.Helper()
 	postfixtest.Require(t)
 	if milterSpec == "" {
 		milterSpec = "inet:" + postfixtest.FreeAddr(t)
 	}
-	snippet, err := postfixtest.LoadSnippet("../postfix-examples/milter/main.cf", map[string]string{"inet:127.0.0.1:10030": milterSpec})
+	snippet, err := postfixtest.LoadSnippet("../postfix-examples/milter/main.cf", map[string]string{
+		"inet:127.0.0.1:10030": milterSpec,
+		"milter_protocol = 6":  fmt.Sprintf("milter_protocol = %d", proto),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(snippet, "smtpd_milters = "+milterSpec) {
-		t.Fatalf("snippet does not point at the test's archiver: %q", snippet)
+	if !slices.Contains(snippet, "smtpd_milters = "+milterSpec) || !slices.Contains(snippet, fmt.Sprintf("milter_protocol = %d", proto)) {
+		t.Fatalf("snippet does not point at the test's archiver with milter_protocol %d: %q", proto, snippet)
 	}
 	e := &e2e{dir: filepath.Join(t.TempDir(), "archive")}
 	e.sink = &smtpsink.Server{Dir: t.TempDir()}
@@ -293,6 +303,21 @@ func splitReceived(t *testing.T, data []byte) (string, []byte) {
 		t.Fatalf("no queue ID in %q", data[:i])
 	}
 	return string(m[1]), data[i:]
+}
+
+// sendOne sends one message over SMTP, waits for its delivery and returns
+// its archived item and the delivered message without Postfix's Received:.
+func (e *e2e) sendOne(t *testing.T, helo string, msg smtpMsg) (item, []byte) {
+	t.Helper()
+	if res := sendSMTP(t, e.inst.SMTPAddr(), helo, msg); res[0].Code != 250 {
+		t.Fatalf("SMTP: %+v", res)
+	}
+	qid, rest := splitReceived(t, e.delivered(t, 1)[0].Data)
+	it, ok := e.archived(t)[qid]
+	if !ok {
+		t.Fatalf("%s delivered but not archived", qid)
+	}
+	return it, rest
 }
 
 // archived returns the archived items by queue ID.
@@ -507,6 +532,18 @@ func TestPostfix(t *testing.T) {
 		}
 	})
 
+	t.Run("header only", func(t *testing.T) {
+		// The one difference a milter cannot see: a message of header
+		// lines with no empty line after them. Postfix sends end-of-header
+		// either way, so the archive has the empty line that the message
+		// (as delivered) lacks (docs/archive-format.md).
+		msg := []byte("Subject: header only\r\nX-A: b\r\n")
+		it, rest := e.sendOne(t, "hdronly.example", smtpMsg{From: "h@example.org", To: []string{"bob@example.net"}, Data: msg})
+		if !bytes.Equal(rest, msg) || string(it.eml) != string(msg)+"\r\n" {
+			t.Errorf("delivered %q, archived %q; want the message, and the message plus an empty line", rest, it.eml)
+		}
+	})
+
 	t.Run("50 MB", func(t *testing.T) {
 		if testing.Short() {
 			t.Skip("short")
@@ -586,15 +623,7 @@ func TestPostfix(t *testing.T) {
 		e.archiver.stop(t)
 		e.archiver = startArchiver(t, e.archiver.listen, e.dir, "--add-header")
 		msg := smtpMsg{From: "hdr@example.org", To: []string{"bob@example.net"}, Data: []byte("Subject:x\r\nX-Empty:\r\n\r\nbody\r\n")}
-		if res := sendSMTP(t, e.inst.SMTPAddr(), "hdr.example", msg); res[0].Code != 250 {
-			t.Fatalf("SMTP: %+v", res)
-		}
-		d := e.delivered(t, 1)[0]
-		qid, rest := splitReceived(t, d.Data)
-		it, ok := e.archived(t)[qid]
-		if !ok {
-			t.Fatalf("%s not archived", qid)
-		}
+		it, rest := e.sendOne(t, "hdr.example", msg)
 		if string(it.eml) != string(msg.Data) {
 			t.Errorf("archived %q, sent %q", it.eml, msg.Data)
 		}
@@ -627,4 +656,32 @@ func TestPostfixUnixSocket(t *testing.T) {
 		t.Fatalf("SMTP: %+v", res)
 	}
 	e.checkSMTPClient(t, e.check(t, e.delivered(t, 1)[0]), "unix.example")
+}
+
+// TestPostfixMilterProtocols: the archive stays byte-exact whatever
+// milter_protocol says. Versions 2 and 4 offer no HDR_LEADSPC, yet Postfix
+// honours the archiver's request for it (TestPostfix covers 6).
+func TestPostfixMilterProtocols(t *testing.T) {
+	for _, proto := range []int{2, 4, 6} {
+		t.Run(fmt.Sprintf("milter_protocol=%d", proto), func(t *testing.T) {
+			if testing.Short() && proto == 6 {
+				t.Skip("short: TestPostfix runs protocol 6")
+			}
+			e := startE2EProtocol(t, proto, "", "--add-header")
+			msg := []byte(headerTorture + "body\r\n")
+			it, rest := e.sendOne(t, "proto.example", smtpMsg{From: "p@example.org", To: []string{"bob@example.net"}, Data: msg})
+			if !bytes.Equal(it.eml, msg) {
+				t.Errorf("archived %q\nsent     %q", it.eml, msg)
+			}
+			// Postfix appends the added field at the end of the header,
+			// with exactly one space after the colon.
+			want := strings.TrimSuffix(headerTorture, "\r\n") + "X-Archive-ID: " + it.id + "\r\n\r\nbody\r\n"
+			if string(rest) != want {
+				t.Errorf("delivered %q\nwant      %q", rest, want)
+			}
+			if it.env.QueueID == "" || it.env.MailFrom == nil || it.env.MailFrom.Addr != "p@example.org" {
+				t.Errorf("envelope %+v", it.env)
+			}
+		})
+	}
 }

@@ -16,6 +16,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/internal/archivetest"
 	"github.com/postfix-archive/mailarchive/milter"
 )
 
@@ -44,7 +45,9 @@ func startServer(t testing.TB, cfg milter.Config) *testServer {
 		t.Fatal(err)
 	}
 	cfg.Store = store
-	cfg.Logger = log
+	if cfg.Logger == nil {
+		cfg.Logger = log
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -186,14 +189,25 @@ func (r *rawConn) expect(want byte, code byte, parts ...string) string {
 	return data
 }
 
-// negotiate offers what Postfix 3.7 offers: version 6, every action and
-// protocol bit.
+// negotiate offers what Postfix 3.7 offers with milter_protocol = 6:
+// version 6, every action and protocol bit.
 func (r *rawConn) negotiate() {
 	r.t.Helper()
-	b := binary.BigEndian.AppendUint32(nil, 6)
+	r.negotiateAs(6, 0x1fffff)
+}
+
+// negotiateAs offers milter protocol version and protocol mask proto, with
+// every action, and returns the protocol mask the milter answered with.
+func (r *rawConn) negotiateAs(version, proto uint32) uint32 {
+	r.t.Helper()
+	b := binary.BigEndian.AppendUint32(nil, version)
 	b = binary.BigEndian.AppendUint32(b, 0x1ff)
-	b = binary.BigEndian.AppendUint32(b, 0x1fffff)
-	r.expect('O', 'O', string(b))
+	b = binary.BigEndian.AppendUint32(b, proto)
+	data := r.expect('O', 'O', string(b))
+	if len(data) < 12 {
+		r.t.Fatalf("OPTNEG answer %q: too short", data)
+	}
+	return binary.BigEndian.Uint32([]byte(data[8:12]))
 }
 
 // connect sends the macros and connect packet Postfix sends for an inet
@@ -203,4 +217,46 @@ func (r *rawConn) connect(name, addr string, port uint16) {
 	r.send('D', "C", "j\x00mx.example\x00{client_addr}\x00", addr, "\x00")
 	p := binary.BigEndian.AppendUint16(nil, port)
 	r.expect('c', 'C', name, "\x00", "4", string(p), addr, "\x00")
+}
+
+// headersBodyEnd sends header fields (name, value as the MTA sends it), the
+// end of the header, a body chunk and end-of-message to a milter that adds
+// a header, and returns the added field's packet data.
+func (r *rawConn) headersBodyEnd(fields [][2]string, body string) string {
+	r.t.Helper()
+	for _, f := range fields {
+		r.expect('c', 'L', f[0], "\x00", f[1], "\x00")
+	}
+	r.expect('c', 'N')
+	r.expect('c', 'B', body)
+	r.send('E')
+	code, data := r.recv()
+	if code != 'h' {
+		r.t.Fatalf("end of message: %c %q, want h (add header)", code, data)
+	}
+	if code, _ := r.recv(); code != 'c' {
+		r.t.Fatalf("end of message: %c, want c", code)
+	}
+	return data
+}
+
+// bufLogger logs to a buffer the test reads.
+func bufLogger() (*slog.Logger, *archivetest.SyncBuffer) {
+	var b archivetest.SyncBuffer
+	return slog.New(slog.NewTextHandler(&b, nil)), &b
+}
+
+// wantLogLine fails unless some line of log has every piece of want.
+func wantLogLine(t *testing.T, log string, want ...string) {
+	t.Helper()
+	for _, line := range strings.Split(log, "\n") {
+		ok := true
+		for _, w := range want {
+			ok = ok && strings.Contains(line, w)
+		}
+		if ok {
+			return
+		}
+	}
+	t.Errorf("no log line with all of %q:\n%s", want, log)
 }

@@ -168,7 +168,7 @@ func TestPostfixMetrics(t *testing.T) {
 			continue
 		}
 		lines++
-		for _, key := range []string{" id=", " queue_id=", " client=127.0.0.1 ", " sender=alice@example.org ", " rcpts=2 ", " size=", " outcome=archived", " duration="} {
+		for _, key := range []string{" id=", " queue_id=", " client=127.0.0.1 ", " from=alice@example.org ", " rcpts_accepted=2 ", " size=", " outcome=accepted", " duration="} {
 			if !strings.Contains(line, key) {
 				t.Errorf("log line lacks %q: %s", key, line)
 			}

@@ -13,6 +13,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/metrics"
 	"github.com/postfix-archive/mailarchive/milter"
 )
@@ -145,7 +146,7 @@ func TestMetrics(t *testing.T) {
 
 func TestMetricsNotArchived(t *testing.T) {
 	m := metrics.New("milter")
-	ts := startServer(t, milter.Config{Metrics: m, OnArchiveError: milter.PolicyAccept})
+	ts := startServer(t, milter.Config{Metrics: m, OnArchiveError: archive.PolicyPass})
 	breakArchive(t, ts.dir)
 	s := ts.client(t)
 	connectHelo(t, s, "helo.example")

@@ -5,9 +5,10 @@
 package milter
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -24,40 +25,11 @@ import (
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("milter: server closed")
 
-// Policy says what to answer when a message cannot be archived.
-type Policy int
-
-const (
-	// PolicyTempfail answers 451 4.3.0: the client retries later and nothing
-	// enters the queue unarchived.
-	PolicyTempfail Policy = iota
-	// PolicyAccept lets the message through unarchived and logs an error.
-	PolicyAccept
-)
-
-// ParsePolicy parses "tempfail" or "accept".
-func ParsePolicy(s string) (Policy, error) {
-	switch s {
-	case "tempfail":
-		return PolicyTempfail, nil
-	case "accept":
-		return PolicyAccept, nil
-	}
-	return 0, fmt.Errorf("milter: unknown archive error policy %q (want tempfail or accept)", s)
-}
-
-func (p Policy) String() string {
-	if p == PolicyAccept {
-		return "accept"
-	}
-	return "tempfail"
-}
-
 // Config configures a Server.
 type Config struct {
-	Store          *archive.Store // required
-	Logger         *slog.Logger   // default: slog.Default()
-	OnArchiveError Policy
+	Store          archive.Archive // required
+	Logger         *slog.Logger    // default: slog.Default()
+	OnArchiveError archive.Policy
 	// AddHeader adds "X-Archive-ID: ID" to every message that was archived.
 	AddHeader bool
 	// Metrics, if not nil, counts messages, failures, commit latency and
@@ -166,12 +138,28 @@ func (s *Server) serveConn(c *conn) {
 	ms := &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return c.sess },
 		Actions:   actions,
-		// HDR_LEADSPC: header values exactly as they stood after the colon.
-		// NOUNKNOWN: go-milter drops the connection on SMFIC_UNKNOWN.
-		Protocol: gomilter.OptHeaderLeadingSpace | gomilter.OptNoUnknown,
-		SymList:  symList,
+		SymList:   symList,
 	}
-	ms.Serve(&oneListener{c: c}) // returns once the connection is closed
+	// Protocol is set by oneListener.Accept once the MTA's offer is read.
+	ms.Serve(&oneListener{c: c, ms: ms}) // returns once the connection is closed
+}
+
+// protocolFor is the protocol mask to answer an MTA's OPTNEG with.
+//
+// NOUNKNOWN: go-milter drops the connection on SMFIC_UNKNOWN.
+//
+// HDR_LEADSPC: header values exactly as they stood after the colon. It is
+// asked for when the MTA offers it, and also when the MTA speaks a protocol
+// version below 6, whose offer has no room for the bit: Postfix with
+// milter_protocol = 2..5 does not offer it but honours the request (seen
+// with 3.7). An MTA at version 6 or later that does not offer it (go-milter
+// based MTAs) is not asked, as the milter protocol wants.
+func protocolFor(t *packetTap) gomilter.OptProtocol {
+	p := gomilter.OptNoUnknown
+	if !t.sawOptNeg || t.offeredVersion < 6 || t.offeredProto&uint32(gomilter.OptHeaderLeadingSpace) != 0 {
+		p |= gomilter.OptHeaderLeadingSpace
+	}
+	return p
 }
 
 // symList asks for the macros the envelope needs, per stage. The MTA
@@ -234,12 +222,23 @@ type conn struct {
 	sess     *session
 	tap      packetTap // used only by the goroutine reading the connection
 	draining atomic.Bool
+	replay   []byte // bytes read before go-milter started, for go-milter
+
+	// leadSpace: SMFIP_HDR_LEADSPC was negotiated, so header values come
+	// (and added ones go) with their leading white space. Set before
+	// go-milter runs the connection's callbacks.
+	leadSpace bool
 
 	closeOnce sync.Once
 	closed    chan struct{}
 }
 
 func (c *conn) Read(p []byte) (int, error) {
+	if len(c.replay) > 0 {
+		n := copy(p, c.replay)
+		c.replay = c.replay[n:]
+		return n, nil
+	}
 	for {
 		if c.draining.Load() && c.tap.atBoundary() && !c.sess.busy() {
 			return 0, io.EOF // go-milter ends the session quietly
@@ -255,6 +254,25 @@ func (c *conn) Read(p []byte) (int, error) {
 		return n, err
 	}
 }
+
+// readFirstPacket reads the MTA's first packet (OPTNEG, which the MTA sends
+// before anything else and then waits for the answer) through the tap, and
+// keeps its bytes for go-milter to read again.
+func (c *conn) readFirstPacket() error {
+	var rec bytes.Buffer
+	r := io.TeeReader(readerFunc(c.Read), &rec)
+	var hdr [4]byte
+	_, err := io.ReadFull(r, hdr[:])
+	if n := binary.BigEndian.Uint32(hdr[:]); err == nil && n <= maxTapped {
+		_, err = io.CopyN(io.Discard, r, int64(n))
+	}
+	c.replay = rec.Bytes()
+	return err
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // drain makes the connection end at the next point between messages.
 func (c *conn) drain() {
@@ -275,15 +293,24 @@ func (c *conn) Close() error {
 }
 
 // oneListener hands go-milter's Serve a single connection, then blocks until
-// that connection is closed.
+// that connection is closed. Before it hands the connection over, it reads
+// the MTA's offer and sets the protocol mask go-milter answers with: go-milter
+// answers with Server.Protocol whatever the offer, and reads it when Accept
+// returns.
 type oneListener struct {
 	c    *conn
+	ms   *gomilter.Server
 	used bool
 }
 
 func (l *oneListener) Accept() (net.Conn, error) {
 	if !l.used {
 		l.used = true
+		if err := l.c.readFirstPacket(); err != nil {
+			return nil, err
+		}
+		l.ms.Protocol = protocolFor(&l.c.tap)
+		l.c.leadSpace = l.c.tap.sawOptNeg && l.ms.Protocol&gomilter.OptHeaderLeadingSpace != 0
 		return l.c, nil
 	}
 	<-l.c.closed

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,19 +144,7 @@ func TestLeadingSpace(t *testing.T) {
 		{"Subject", "x"}, {"Subject", "\tx"}, {"Subject", "  x"}, {"From", " a@example.org"},
 		{"X-Empty", ""}, {"X-Folded", " first\n\tsecond"},
 	}
-	for _, f := range fields {
-		r.expect('c', 'L', f[0], "\x00", f[1], "\x00")
-	}
-	r.expect('c', 'N')
-	r.expect('c', 'B', "body\r\n")
-	r.send('E')
-	code, data := r.recv()
-	if code != 'h' {
-		t.Fatalf("end of message: %c %q, want h (add header)", code, data)
-	}
-	if code, _ := r.recv(); code != 'c' {
-		t.Fatalf("end of message: %c, want c", code)
-	}
+	data := r.headersBodyEnd(fields, "body\r\n")
 	items := ts.items(t)
 	if len(items) != 1 {
 		t.Fatalf("%d items", len(items))
@@ -177,6 +167,65 @@ func TestLeadingSpace(t *testing.T) {
 	r.send('A')
 	r.send('A')
 	r.send('Q')
+}
+
+// TestNegotiatedLeadingSpace: whether header values are taken as they stood
+// after the colon follows what was negotiated, not what was offered.
+// Postfix with milter_protocol = 2 or 4 offers no HDR_LEADSPC (versions
+// below 6 cannot) yet honours the request and sends values with their
+// leading space; an MTA at version 6 that does not offer it is not asked,
+// and eats one space as sendmail's milters expect.
+func TestNegotiatedLeadingSpace(t *testing.T) {
+	const leadSpc = uint32(gomilter.OptHeaderLeadingSpace)
+	// What the MTA sends, per case, for the fields Subject:x,
+	// Subject: y and Subject:<TAB>z.
+	withSpace := [3]string{"x", " y", "\tz"}
+	eaten := [3]string{"x", "y", "\tz"}
+	for _, tc := range []struct {
+		name           string
+		version, proto uint32
+		wantLeadSpc    bool
+		values         [3]string
+		want           string
+	}{
+		{"postfix protocol 6", 6, 0x1fffff, true, withSpace, "Subject:x\r\nSubject: y\r\nSubject:\tz\r\n"},
+		{"postfix protocol 4", 4, 0x3ff, true, withSpace, "Subject:x\r\nSubject: y\r\nSubject:\tz\r\n"},
+		{"postfix protocol 2", 2, 0x7f, true, withSpace, "Subject:x\r\nSubject: y\r\nSubject:\tz\r\n"},
+		{"version 6 without the bit", 6, 0x1fffff &^ leadSpc, false, eaten, "Subject: x\r\nSubject: y\r\nSubject: \tz\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, milter.Config{AddHeader: true})
+			r := ts.raw(t)
+			got := r.negotiateAs(tc.version, tc.proto)
+			if (got&leadSpc != 0) != tc.wantLeadSpc {
+				t.Fatalf("answered protocol mask %#x: HDR_LEADSPC %v, want %v", got, got&leadSpc != 0, tc.wantLeadSpc)
+			}
+			r.connect("client.example", "192.0.2.9", 1025)
+			r.expect('c', 'M', "<a@example.org>\x00")
+			r.expect('c', 'R', "<b@example.net>\x00")
+			var fields [][2]string
+			for _, v := range tc.values {
+				fields = append(fields, [2]string{"Subject", v})
+			}
+			data := r.headersBodyEnd(fields, "body\r\n")
+			items := ts.items(t)
+			if len(items) != 1 {
+				t.Fatalf("%d items", len(items))
+			}
+			if want := tc.want + "\r\nbody\r\n"; string(items[0].eml) != want {
+				t.Errorf("eml %q, want %q", items[0].eml, want)
+			}
+			// An added field gets its space from us exactly when the MTA
+			// adds none.
+			wantH := "X-Archive-ID\x00" + items[0].id + "\x00"
+			if tc.wantLeadSpc {
+				wantH = "X-Archive-ID\x00 " + items[0].id + "\x00"
+			}
+			if data != wantH {
+				t.Errorf("added header %q, want %q", data, wantH)
+			}
+		})
+	}
 }
 
 func TestTwoMessagesOneConnection(t *testing.T) {
@@ -271,7 +320,8 @@ func breakArchive(t *testing.T, dir string) func() {
 }
 
 func TestArchiveFailureTempfail(t *testing.T) {
-	ts := startServer(t, milter.Config{OnArchiveError: milter.PolicyTempfail, AddHeader: true})
+	log, logBuf := bufLogger()
+	ts := startServer(t, milter.Config{OnArchiveError: archive.PolicyTempfail, AddHeader: true, Logger: log})
 	repair := breakArchive(t, ts.dir)
 	s := ts.client(t)
 	connectHelo(t, s, "helo.example")
@@ -285,6 +335,8 @@ func TestArchiveFailureTempfail(t *testing.T) {
 	if n := len(ts.items(t)); n != 0 {
 		t.Fatalf("%d items", n)
 	}
+	wantLogLine(t, logBuf.String(), "level=ERROR", `msg="message not archived: archive failed, answered tempfail"`,
+		"queue_id=Q1", "from=a@example.org", "rcpts_accepted=1", "outcome=tempfailed", "err=")
 	// The client retries on the same connection once the archive is back;
 	// the connection's data survived the tempfail.
 	repair()
@@ -303,7 +355,8 @@ func TestArchiveFailureTempfail(t *testing.T) {
 }
 
 func TestArchiveFailureAccept(t *testing.T) {
-	ts := startServer(t, milter.Config{OnArchiveError: milter.PolicyAccept, AddHeader: true})
+	log, logBuf := bufLogger()
+	ts := startServer(t, milter.Config{OnArchiveError: archive.PolicyPass, AddHeader: true, Logger: log})
 	breakArchive(t, ts.dir)
 	s := ts.client(t)
 	connectHelo(t, s, "helo.example")
@@ -317,6 +370,7 @@ func TestArchiveFailureAccept(t *testing.T) {
 	if n := len(ts.items(t)); n != 0 {
 		t.Fatalf("%d items", n)
 	}
+	wantLogLine(t, logBuf.String(), "level=ERROR", "MESSAGE NOT ARCHIVED", "queue_id=Q1", "outcome=not_archived")
 }
 
 // TestArchiveFailureMidMessage breaks the archive after the item was
@@ -324,7 +378,7 @@ func TestArchiveFailureAccept(t *testing.T) {
 // client retries); with accept the bytes stay under tmp/ and the recovery
 // sweep makes them an item marked recovered.
 func TestArchiveFailureMidMessage(t *testing.T) {
-	for _, policy := range []milter.Policy{milter.PolicyTempfail, milter.PolicyAccept} {
+	for _, policy := range []archive.Policy{archive.PolicyTempfail, archive.PolicyPass} {
 		t.Run(policy.String(), func(t *testing.T) {
 			ts := startServer(t, milter.Config{OnArchiveError: policy})
 			s := ts.client(t)
@@ -350,7 +404,7 @@ func TestArchiveFailureMidMessage(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(ts.dir, id+".json")); err == nil {
 				t.Fatal("a .json was committed")
 			}
-			if policy == milter.PolicyTempfail {
+			if policy == archive.PolicyTempfail {
 				if act.Code != gomilter.ActReplyCode || act.SMTPCode != 451 {
 					t.Fatalf("reply %+v, want 451", act)
 				}
@@ -534,7 +588,7 @@ func TestBigBody(t *testing.T) {
 
 func TestListen(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "m.sock")
-	ln, err := milter.Listen("unix:"+sock, 0o660)
+	ln, err := milter.Listen("unix:"+sock, milter.Socket{Mode: 0o660, GID: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,21 +596,85 @@ func TestListen(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o660 {
 		t.Fatalf("socket %v %v", fi, err)
 	}
-	if _, err := milter.Listen("unix:"+sock, 0o660); err == nil {
+	if _, err := milter.Listen("unix:"+sock, milter.Socket{Mode: 0o660, GID: -1}); err == nil {
 		t.Fatal("second listener on a live socket")
 	}
 	ln.Close()
 	for _, bad := range []string{"127.0.0.1:1", "inet:nohost", "smtp:1.2.3.4:25", "unix:"} {
-		if _, err := milter.Listen(bad, 0o660); err == nil {
+		if _, err := milter.Listen(bad, milter.Socket{Mode: 0o660, GID: -1}); err == nil {
 			t.Errorf("Listen(%q) succeeded", bad)
 		}
 	}
 	for _, good := range []string{"inet:127.0.0.1:0", "inet:0@127.0.0.1"} {
-		ln, err := milter.Listen(good, 0)
+		ln, err := milter.Listen(good, milter.Socket{GID: -1})
 		if err != nil {
 			t.Errorf("Listen(%q): %v", good, err)
 			continue
 		}
 		ln.Close()
+	}
+}
+
+// TestListenSocketDir: -l unix:/var/spool/postfix/milter/archive.sock works
+// on a machine where that directory does not exist yet, and the socket can
+// get a group user postfix is in.
+func TestListenSocketDir(t *testing.T) {
+	gid := os.Getgid()
+	if os.Geteuid() == 0 {
+		// Root may give any group: take one that is not ours, to see it set.
+		if g, err := milter.LookupGroup("nogroup"); err == nil {
+			gid = g
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		gid     int
+		dirMode os.FileMode
+	}{
+		{"no group", -1, 0o755 | os.ModeDir},
+		{"with group", gid, 0o750 | os.ModeDir | os.ModeSetgid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "spool", "milter")
+			sock := filepath.Join(dir, "archive.sock")
+			ln, err := milter.Listen("unix:"+sock, milter.Socket{Mode: 0o660, GID: tc.gid})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			di, err := os.Stat(dir)
+			if err != nil || di.Mode() != tc.dirMode {
+				t.Fatalf("directory %v %v, want %v", di.Mode(), err, tc.dirMode)
+			}
+			si, err := os.Stat(sock)
+			if err != nil || si.Mode().Perm() != 0o660 {
+				t.Fatalf("socket %v %v, want 0660", si.Mode(), err)
+			}
+			if tc.gid >= 0 {
+				for _, fi := range []os.FileInfo{di, si} {
+					if g := int(fi.Sys().(*syscall.Stat_t).Gid); g != tc.gid {
+						t.Errorf("%s: group %d, want %d", fi.Name(), g, tc.gid)
+					}
+				}
+			}
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+		})
+	}
+}
+
+func TestLookupGroup(t *testing.T) {
+	for name, want := range map[string]int{"0": 0, "root": 0, "4242": 4242} {
+		if got, err := milter.LookupGroup(name); err != nil || got != want {
+			t.Errorf("LookupGroup(%q) = %d, %v; want %d", name, got, err, want)
+		}
+	}
+	for _, bad := range []string{"no-such-group-here", "-1", ""} {
+		if _, err := milter.LookupGroup(bad); err == nil {
+			t.Errorf("LookupGroup(%q) succeeded", bad)
+		}
 	}
 }

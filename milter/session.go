@@ -94,10 +94,9 @@ func (s *session) abortTx(why string) {
 	s.log.Debug("message aborted", "id", tx.w.ID(), "queue_id", tx.macros["i"], "why", why)
 }
 
-// leadSpace reports whether header values come with their leading space.
-func (s *session) leadSpace() bool {
-	return s.c.tap.sawOptNeg && s.c.tap.offeredProto&uint32(gomilter.OptHeaderLeadingSpace) != 0
-}
+// leadSpace reports whether header values come with their leading space:
+// whether HDR_LEADSPC was negotiated (not merely offered, see protocolFor).
+func (s *session) leadSpace() bool { return s.c.leadSpace }
 
 // txn returns the current transaction, starting one if a client sends
 // message data without MAIL.
@@ -233,11 +232,13 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		}
 	}
 	env := s.envelope(tx)
+	// The proxy's keys (README, "Logs"): the milter never sees the
+	// recipients smtpd refused, so it has no rcpts_refused.
 	attrs := []any{
 		"queue_id", env.QueueID,
 		"client", s.client.Addr,
-		"sender", mailAddr(tx.mailFrom),
-		"rcpts", len(tx.rcpts),
+		"from", mailAddr(tx.mailFrom),
+		"rcpts_accepted", len(tx.rcpts),
 	}
 	if tx.err == nil {
 		tx.err = tx.w.Commit(env)
@@ -245,7 +246,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	if tx.err == nil {
 		met.CommitObserved(time.Since(commitStart))
 		met.MessageDone(metrics.OutcomeAccepted, env.Message.Size)
-		s.log.Info("message archived", append(attrs, "id", env.ID, "size", env.Message.Size, "outcome", "archived",
+		s.log.Info("message archived", append(attrs, "id", env.ID, "size", env.Message.Size, "outcome", archive.OutcomeAccepted,
 			"duration", time.Since(tx.start).Round(time.Millisecond))...)
 		if s.srv.cfg.AddHeader {
 			if err := m.AddHeader("X-Archive-ID", s.headerValue(env.ID)); err != nil {
@@ -263,7 +264,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	if tx.w != nil {
 		size = tx.w.Size()
 		attrs = append(attrs, "id", tx.w.ID())
-		if policy == PolicyAccept {
+		if policy == archive.PolicyPass {
 			// The message goes through: keep what was written under tmp/,
 			// where the recovery sweep makes it an item marked recovered.
 			tx.w.Close()
@@ -274,15 +275,15 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		}
 	}
 	attrs = append(attrs, "size", size, "duration", time.Since(tx.start).Round(time.Millisecond), "err", tx.err)
-	if policy == PolicyAccept {
+	if policy == archive.PolicyPass {
 		met.MessageDone(metrics.OutcomeNotArchived, 0)
 		s.log.Error("MESSAGE NOT ARCHIVED: archive failed, message accepted anyway (--on-archive-error=accept)",
-			append(attrs, "outcome", "accepted_unarchived")...)
+			append(attrs, "outcome", metrics.OutcomeNotArchived)...)
 		return gomilter.RespContinue, nil
 	}
 	met.MessageDone(metrics.OutcomeTempfailed, 0)
 	s.log.Error("message not archived: archive failed, answered tempfail",
-		append(attrs, "outcome", "tempfailed")...)
+		append(attrs, "outcome", archive.OutcomeTempfailed)...)
 	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), replyTempfail), nil
 }
 

@@ -35,9 +35,10 @@ type packetTap struct {
 	buf    []byte
 
 	// What was learnt.
-	offeredProto uint32   // the MTA's protocol mask from OPTNEG
-	sawOptNeg    bool     // an OPTNEG came
-	args         []string // ESMTP parameters of the last MAIL or RCPT
+	offeredVersion uint32   // the MTA's milter protocol version from OPTNEG
+	offeredProto   uint32   // the MTA's protocol mask from OPTNEG
+	sawOptNeg      bool     // an OPTNEG came
+	args           []string // ESMTP parameters of the last MAIL or RCPT
 }
 
 // atBoundary reports whether the stream is between packets.
@@ -90,6 +91,7 @@ func (t *packetTap) packet() {
 	switch t.code {
 	case codeOptNeg:
 		if len(t.buf) >= 12 {
+			t.offeredVersion = binary.BigEndian.Uint32(t.buf[0:4])
 			t.offeredProto = binary.BigEndian.Uint32(t.buf[8:12])
 			t.sawOptNeg = true
 		}

@@ -2,21 +2,18 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
+	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
-	"github.com/postfix-archive/mailarchive/internal/metrics"
 	"github.com/postfix-archive/mailarchive/internal/smtpwire"
 )
 
@@ -34,6 +31,10 @@ const (
 	maxPending     = 128      // commands in flight before the reader waits
 	archiveBuf     = 32 << 10 // batches the archive copy's writes (pooled, DATA only)
 )
+
+// cutWrite bounds the last words (421) to clients when a shutdown runs out
+// of time: they are sent only if they can go at once.
+const cutWrite = 100 * time.Millisecond
 
 // archiveBufs holds the buffers between the DATA reader and the archive
 // file: without them every message line is its own write(2), which cost
@@ -65,19 +66,9 @@ type pending struct {
 	msg   *message            // kDataEnd
 }
 
-// message is one DATA phase on its way to the archive.
-type message struct {
-	w       archive.Writer // nil when it could not be created
-	bw      *bufio.Writer  // buffers writes to w during DATA; pooled
-	archErr error          // why it is not being archived
-	start   time.Time
-	syncDur time.Duration // time spent making the .eml durable
-}
-
 type conn struct {
 	s      *Server
 	client net.Conn
-	server net.Conn
 	raw    syscall.RawConn // client's, to wait for bytes without a buffer; nil: always buffered
 	cr     *bufio.Reader   // nil while idle between commands (see buffers.go)
 	cw     *lazyWriter
@@ -86,14 +77,23 @@ type conn struct {
 	log    *slog.Logger
 	peer   *archive.Peer
 
-	q        chan *pending
-	npending atomic.Int32
-	inTxn    atomic.Bool   // a MAIL transaction is open (set by the reply side)
-	closed   chan struct{} // closed by fail
-	failOnce sync.Once
-	cwMu     sync.Mutex // guards cw: the reply side and fail write to it
+	// server (and the dial's cancel) are set once by serve; Shutdown
+	// reads them through close, so both go through mu.
+	mu         sync.Mutex
+	server     net.Conn
+	dead       bool // closed: a server connected later is closed at once
+	cancelDial func()
 
-	// Owned by the reply side (replies.go).
+	q         chan *pending
+	npending  atomic.Int32
+	inTxn     atomic.Bool   // a MAIL transaction is open (set by the reply side)
+	closed    chan struct{} // closed by close
+	failOnce  sync.Once
+	closeOnce sync.Once
+	cwMu      sync.Mutex // guards cw: the reply side and fail write to it
+
+	// Owned by the reply side (replies.go); the command side reads them
+	// only while the reply side waits for it (after a sync point's reply).
 	helo string
 	xfwd map[string]string
 	txn  *txn
@@ -125,20 +125,52 @@ func peerOf(a net.Addr) *archive.Peer {
 	return &archive.Peer{Addr: host, Port: p}
 }
 
+// deadlineWriter gives every write its own deadline: a peer that stops
+// reading holds a connection (and its --max-conns slot) no longer than
+// the timeout.
+type deadlineWriter struct {
+	c net.Conn
+	d time.Duration
+}
+
+func (w deadlineWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(w.d))
+	return w.c.Write(p)
+}
+
 // serve runs the connection to its end.
 func (c *conn) serve() {
 	defer c.client.Close()
-	server, err := net.DialTimeout("tcp", c.s.cfg.Server, c.s.cfg.DialTimeout)
+	// The dial ends early when the connection is closed (a shutdown out
+	// of time must not wait for DialTimeout).
+	ctx, cancel := context.WithCancel(context.Background())
+	c.mu.Lock()
+	c.cancelDial = cancel
+	dead := c.dead
+	c.mu.Unlock()
+	if dead {
+		cancel()
+	}
+	d := net.Dialer{Timeout: c.s.cfg.DialTimeout}
+	server, err := d.DialContext(ctx, "tcp", c.s.cfg.Server)
+	cancel()
 	if err != nil {
 		c.s.cfg.Metrics.DownstreamFailed()
 		c.log.Error("cannot connect to the server; client told to retry", "server", c.s.cfg.Server, "err", err)
 		c.writeClient([]byte("421 4.4.1 Archiving proxy: downstream server unavailable, try again later\r\n"))
 		return
 	}
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		server.Close()
+		return
+	}
 	c.server = server
+	c.mu.Unlock()
 	defer server.Close()
 	c.sr = getReader(serverReadBuf, server)
-	c.sw = newLazyWriter(server, serverWriteBuf)
+	c.sw = newLazyWriter(deadlineWriter{server, c.s.cfg.Timeout}, serverWriteBuf)
 
 	server.SetReadDeadline(time.Now().Add(c.s.cfg.Timeout))
 	greeting, err := smtpwire.ReadReply(c.sr, maxReply)
@@ -179,20 +211,54 @@ func (c *conn) writeClient(b []byte) error {
 	return c.cw.Flush()
 }
 
-// fail ends the connection: the client gets reply (if any), both sides are
-// closed. Safe to call from either side, more than once.
+// fail ends the connection: the client gets reply (if any, within the
+// timeout), both sides are closed. Safe to call from either side, more
+// than once.
 func (c *conn) fail(reply, why string) {
 	c.failOnce.Do(func() {
 		if reply != "" {
 			c.writeClient([]byte(reply))
 		}
+		c.close(why)
+	})
+}
+
+// failServer ends the connection after a write to the server failed.
+func (c *conn) failServer(err error) {
+	c.fail("421 4.4.2 Archiving proxy: downstream connection lost\r\n", "write to server: "+err.Error())
+}
+
+// cut ends the connection at once, for a shutdown out of time: the client
+// gets reply only if no other write holds the connection and it goes out
+// before deadline. It never waits for fail.
+func (c *conn) cut(reply string, deadline time.Time) {
+	if c.cwMu.TryLock() {
+		c.client.SetWriteDeadline(deadline)
+		if _, err := c.cw.Write([]byte(reply)); err == nil {
+			c.cw.Flush()
+		}
+		c.cwMu.Unlock()
+	}
+	c.close("shutdown timeout")
+}
+
+// close closes both sides, which ends every read and write in flight.
+func (c *conn) close(why string) {
+	c.closeOnce.Do(func() {
 		if why != "" {
 			c.log.Warn("connection closed", "reason", why)
 		}
+		c.mu.Lock()
+		c.dead = true
+		server, cancelDial := c.server, c.cancelDial
+		c.mu.Unlock()
+		if cancelDial != nil {
+			cancelDial()
+		}
 		close(c.closed)
 		c.client.Close()
-		if c.server != nil {
-			c.server.Close()
+		if server != nil {
+			server.Close()
 		}
 	})
 }
@@ -202,6 +268,13 @@ func (c *conn) kick() { c.client.SetReadDeadline(time.Now()) }
 
 // errDrain ends the command reader at a transaction boundary on shutdown.
 var errDrain = errors.New("shutting down")
+
+// serverWriteError is a failed write to the server met while reading
+// from the client (fill flushes before it waits).
+type serverWriteError struct{ err error }
+
+func (e serverWriteError) Error() string { return "write to server: " + e.err.Error() }
+func (e serverWriteError) Unwrap() error { return e.err }
 
 // atBoundary reports whether nothing is in flight: no reply awaited, no
 // transaction open, no client bytes unread.
@@ -231,7 +304,18 @@ func (c *conn) fill(n int) error { return c.fillWait(n, false) }
 
 // fillWait is fill; idle says the connection is between commands, where an
 // empty read buffer is given back while waiting.
+//
+// Before it waits, it flushes what is buffered for the server: the server
+// must have every command before the client's next bytes are awaited, or a
+// client waiting for a reply (to a command pipelined before one the proxy
+// answers itself, STARTTLS or BDAT) and the server waiting for that command
+// would both wait for the timeout.
 func (c *conn) fillWait(n int, idle bool) error {
+	if c.buffered() < n {
+		if err := c.sw.Flush(); err != nil {
+			return serverWriteError{err}
+		}
+	}
 	deadline := time.Now().Add(c.s.cfg.Timeout)
 	for {
 		rd := deadline
@@ -272,346 +356,5 @@ func (c *conn) fillWait(n int, idle bool) error {
 			continue // kicked by Shutdown or polling, not idle
 		}
 		return err
-	}
-}
-
-// push queues a pending reply. If the queue is full, the server may still
-// be waiting for commands buffered here: flush them before blocking.
-func (c *conn) push(p *pending) bool {
-	c.npending.Add(1)
-	select {
-	case c.q <- p:
-		return true
-	default:
-	}
-	if c.sw.Flush() != nil {
-		return false
-	}
-	select {
-	case c.q <- p:
-		return true
-	case <-c.closed:
-		return false
-	}
-}
-
-// await flushes the commands and waits for the reply of a sync point.
-func (c *conn) await(p *pending) (smtpwire.Reply, bool) {
-	if err := c.sw.Flush(); err != nil {
-		c.fail("421 4.4.2 Archiving proxy: downstream connection lost\r\n", "write to server: "+err.Error())
-		return smtpwire.Reply{}, false
-	}
-	select {
-	case rep, ok := <-p.done:
-		return rep, ok
-	case <-c.closed:
-		return smtpwire.Reply{}, false
-	}
-}
-
-// relayCommands is the client-to-server side. It returns when the client is
-// gone or the connection failed.
-func (c *conn) relayCommands() {
-	for {
-		line, complete, err := c.readLine()
-		if err != nil {
-			if errors.Is(err, io.EOF) && c.buffered() > 0 {
-				// An unterminated last line: the server gets it as sent
-				// and, like Postfix's smtpd, ignores it at EOF.
-				part, _ := c.cr.Peek(c.cr.Buffered())
-				c.sw.Write(part)
-			}
-			c.endCommands(err)
-			return
-		}
-		cmd := smtpwire.ParseCommand(line)
-		p := &pending{kind: kOther}
-		switch cmd.Verb {
-		case "STARTTLS":
-			// Not offered (we remove it from EHLO): a TLS session would
-			// hide the message from the archive.
-			if !c.skipLine(line, complete) || !c.push(&pending{kind: kLocal, local: []byte("454 4.7.0 TLS not available through the archiving proxy\r\n")}) {
-				return
-			}
-			continue
-		case "BDAT":
-			if !c.refuseBDAT(line, complete, cmd) {
-				return
-			}
-			continue
-		case "DATA", "AUTH":
-			p.done = make(chan smtpwire.Reply, 1)
-			if cmd.Verb == "DATA" {
-				p.kind = kData
-			} else {
-				p.kind = kAuth
-				cmd = smtpwire.Command{Verb: "AUTH"} // never keep credentials
-			}
-		case "HELO":
-			p.kind = kHelo
-		case "EHLO":
-			p.kind = kEhlo
-		case "XFORWARD":
-			p.kind = kXforward
-		case "MAIL":
-			p.kind = kMail
-		case "RCPT":
-			p.kind = kRcpt
-		case "RSET":
-			p.kind = kRset
-		}
-		p.cmd = cmd
-		if !c.push(p) || !c.relayLine(line, complete) {
-			return
-		}
-		switch p.kind {
-		case kData:
-			rep, ok := c.await(p)
-			if !ok {
-				return
-			}
-			if rep.Code == 354 && !c.relayData() {
-				return
-			}
-			continue
-		case kAuth:
-			if !c.relayAuth(p) {
-				return
-			}
-			continue
-		}
-		if c.cr.Buffered() == 0 {
-			if err := c.sw.Flush(); err != nil {
-				c.fail("421 4.4.2 Archiving proxy: downstream connection lost\r\n", "write to server: "+err.Error())
-				return
-			}
-		}
-	}
-}
-
-// endCommands handles the end of the client's input.
-func (c *conn) endCommands(err error) {
-	switch {
-	case errors.Is(err, errDrain):
-		c.fail("421 4.3.2 Service shutting down\r\n", "")
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		c.fail("421 4.4.2 Archiving proxy: timeout exceeded\r\n", "client idle timeout")
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-		// The client is done: let the server's last replies through.
-		c.sw.Flush()
-		if tc, ok := c.server.(*net.TCPConn); ok {
-			tc.CloseWrite()
-		}
-	default:
-		c.fail("", "read from client: "+err.Error())
-	}
-}
-
-// readLine returns the next command line from the client as a slice of the
-// read buffer, valid until the next read: the whole line when it fits
-// (complete), else the first bufferful, whose rest relayLine streams.
-func (c *conn) readLine() (line []byte, complete bool, err error) {
-	for n := 1; ; n = c.cr.Buffered() + 1 {
-		if err := c.fillWait(n, n == 1); err != nil {
-			return nil, false, err
-		}
-		buf, _ := c.cr.Peek(c.cr.Buffered())
-		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
-			return buf[:i+1], true, nil
-		}
-		if len(buf) == c.cr.Size() {
-			return buf, false, nil
-		}
-	}
-}
-
-// relayLine forwards a line returned by readLine, and the rest of it when it
-// was longer than the buffer.
-func (c *conn) relayLine(line []byte, complete bool) bool {
-	return c.passLine(line, complete, c.sw)
-}
-
-// skipLine consumes a line without relaying it.
-func (c *conn) skipLine(line []byte, complete bool) bool {
-	return c.passLine(line, complete, io.Discard)
-}
-
-func (c *conn) passLine(line []byte, complete bool, w io.Writer) bool {
-	for {
-		if _, err := w.Write(line); err != nil {
-			c.fail("421 4.4.2 Archiving proxy: downstream connection lost\r\n", "write to server: "+err.Error())
-			return false
-		}
-		c.cr.Discard(len(line))
-		if complete {
-			return true
-		}
-		if err := c.fill(1); err != nil {
-			c.endCommands(err)
-			return false
-		}
-		line, _ = c.cr.Peek(c.cr.Buffered())
-		if i := bytes.IndexByte(line, '\n'); i >= 0 {
-			line, complete = line[:i+1], true
-		}
-	}
-}
-
-// relayAuth relays an AUTH exchange (RFC 4954): while the server answers
-// 334, the client's next line is a response, not a command. Nothing of it
-// is logged or stored.
-func (c *conn) relayAuth(p *pending) bool {
-	for {
-		rep, ok := c.await(p)
-		if !ok {
-			return false
-		}
-		if rep.Code != 334 {
-			return true
-		}
-		line, complete, err := c.readLine()
-		if err != nil {
-			c.endCommands(err)
-			return false
-		}
-		p = &pending{kind: kAuth, done: make(chan smtpwire.Reply, 1)}
-		if !c.push(p) || !c.relayLine(line, complete) {
-			return false
-		}
-	}
-}
-
-// refuseBDAT answers BDAT (RFC 3030) itself and discards its chunk: we
-// remove CHUNKING from EHLO because the archive must see the message as
-// DATA, so only a client that ignores EHLO gets here.
-func (c *conn) refuseBDAT(line []byte, complete bool, cmd smtpwire.Command) bool {
-	if !c.skipLine(line, complete) {
-		return false
-	}
-	f := strings.Fields(cmd.Arg)
-	var size int64 = -1
-	if len(f) > 0 {
-		size, _ = strconv.ParseInt(f[0], 10, 64)
-	}
-	if size < 0 {
-		return c.push(&pending{kind: kLocal, local: []byte("501 5.5.4 Syntax: BDAT size [LAST]\r\n")})
-	}
-	for size > 0 {
-		if err := c.fill(1); err != nil {
-			c.endCommands(err)
-			return false
-		}
-		n, _ := c.cr.Discard(int(min(size, int64(c.cr.Buffered()))))
-		size -= int64(n)
-	}
-	return c.push(&pending{kind: kLocal, local: []byte("502 5.5.1 BDAT not available through the archiving proxy; use DATA\r\n")})
-}
-
-// relayData relays the message after the server's 354, copying it
-// dot-unstuffed into the archive. The end-of-data line reaches the server
-// only after the archived copy is on disk, so the server never accepts a
-// message the archive does not hold (unless the policy says pass).
-func (c *conn) relayData() bool {
-	msg := &message{start: time.Now()}
-	u := smtpwire.Unstuffer{Raw: c.sw}
-	w, err := c.s.cfg.Store.Create()
-	if err != nil {
-		msg.archErr = err
-	} else {
-		msg.w = w
-		msg.bw = archiveBufs.Get().(*bufio.Writer)
-		msg.bw.Reset(w)
-		u.Content = msg.bw
-	}
-	for {
-		if c.cr.Buffered() == 0 {
-			// Let the server have what we have while we wait for more.
-			if err := c.sw.Flush(); err != nil {
-				msg.abort()
-				c.fail("421 4.4.2 Archiving proxy: downstream connection lost\r\n", "write to server: "+err.Error())
-				return false
-			}
-			if err := c.fill(1); err != nil {
-				// The client is gone mid-message; the server drops its
-				// partial copy when we close.
-				msg.abort()
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					c.fail("421 4.4.2 Archiving proxy: timeout exceeded\r\n", "client idle timeout during DATA")
-				} else {
-					c.fail("", "client lost during DATA: "+err.Error())
-				}
-				return false
-			}
-		}
-		buf, _ := c.cr.Peek(c.cr.Buffered())
-		n, done, err := u.Feed(buf)
-		c.cr.Discard(n)
-		if err != nil {
-			msg.abort()
-			c.fail("421 4.4.2 Archiving proxy: downstream connection lost\r\n", "write to server: "+err.Error())
-			return false
-		}
-		if done {
-			break
-		}
-	}
-	if msg.w != nil {
-		t0 := time.Now()
-		err := msg.bw.Flush()
-		msg.releaseBuf()
-		if err == nil {
-			err = msg.w.Sync()
-		}
-		msg.syncDur = time.Since(t0)
-		if err != nil {
-			msg.archErr = err
-			msg.abort()
-		}
-	}
-	if msg.archErr != nil {
-		c.s.cfg.Metrics.ArchiveFailed(msg.archErr)
-		if c.s.cfg.OnArchiveError == Tempfail {
-			c.s.cfg.Metrics.MessageDone(metrics.OutcomeTempfailed, 0)
-			c.log.Error("message not archived; withheld from the server, client told to retry",
-				"err", msg.archErr, "policy", "tempfail")
-			c.fail("451 4.3.0 Archive unavailable, message not accepted, try again later\r\n", "")
-			return false
-		}
-		c.log.Error("MESSAGE NOT ARCHIVED; passed to the server because --on-archive-error=pass",
-			"err", msg.archErr, "policy", "pass")
-	}
-	if _, err := c.sw.Write(u.EndLine()); err != nil {
-		msg.abort()
-		c.fail("421 4.4.2 Archiving proxy: downstream connection lost\r\n", "write to server: "+err.Error())
-		return false
-	}
-	if !c.push(&pending{kind: kDataEnd, msg: msg}) {
-		c.finish(msg, nil)
-		return false
-	}
-	if c.cr.Buffered() == 0 {
-		if err := c.sw.Flush(); err != nil {
-			// The reply side will see the connection fail and decide.
-			c.log.Warn("write to server failed after the message", "err", err)
-		}
-	}
-	return true
-}
-
-// releaseBuf returns the archive write buffer to the pool.
-func (m *message) releaseBuf() {
-	if m.bw != nil {
-		m.bw.Reset(nil)
-		archiveBufs.Put(m.bw)
-		m.bw = nil
-	}
-}
-
-// abort drops the archive copy of a message the server will not get.
-func (m *message) abort() {
-	m.releaseBuf()
-	if m.w != nil {
-		m.w.Abort()
-		m.w = nil
 	}
 }

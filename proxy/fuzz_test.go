@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postfix-archive/mailarchive/internal/smtpwire"
 )
 
 // FuzzRelay feeds an arbitrary client byte stream through the proxy to the
@@ -38,6 +40,11 @@ func FuzzRelay(f *testing.F) {
 				t.Skip("input names " + v)
 			}
 		}
+		// Lines the proxy refuses because their framing depends on the
+		// server's line_length_limit (FuzzPostfixModel covers them).
+		if spaceRun(in) >= smtpwire.MinLineLimit-8 {
+			t.Skip("input has a long run of white space")
+		}
 		fx := setup(t, nil)
 		c, err := net.Dial("tcp", fx.addr)
 		if err != nil {
@@ -63,9 +70,10 @@ func FuzzRelay(f *testing.F) {
 		for deadline := time.Now().Add(2 * time.Second); len(got) < len(in) && time.Now().Before(deadline); got = fx.srv.received() {
 			time.Sleep(5 * time.Millisecond)
 		}
-		if held := string(in[min(len(got), len(in)):]); strings.HasPrefix(string(in), got) && (held == "." || held == ".\r") {
-			// EOF mid-DATA: the DATA reader holds a line-start "." until
-			// it knows whether it ends the data, and the cut drops it.
+		if held := string(in[min(len(got), len(in)):]); strings.HasPrefix(string(in), got) && strings.HasPrefix(held, ".") && strings.Trim(held[1:], "\r") == "" {
+			// EOF mid-DATA: the DATA reader holds a line-start "." and
+			// its CRs until it knows whether they end the data, and the
+			// cut drops them.
 			got = string(in)
 		}
 		if got != string(in) {
@@ -89,4 +97,18 @@ func FuzzRelay(f *testing.F) {
 			}
 		}
 	})
+}
+
+// spaceRun is the longest run of C isspace bytes in b.
+func spaceRun(b []byte) int {
+	best, n := 0, 0
+	for _, c := range b {
+		if strings.IndexByte(" \t\n\v\f\r", c) >= 0 {
+			n++
+			best = max(best, n)
+		} else {
+			n = 0
+		}
+	}
+	return best
 }

@@ -18,44 +18,22 @@ import (
 	"github.com/postfix-archive/mailarchive/internal/metrics"
 )
 
-// Policy says what to do with a message that cannot be archived.
-type Policy int
-
-const (
-	// Tempfail withholds the message from the server and tells the client
-	// 451 4.3.0, so it retries later: nothing passes unarchived.
-	Tempfail Policy = iota
-	// Pass lets the message through and logs the failure loudly.
-	Pass
-)
-
-// ParsePolicy parses the --on-archive-error value.
-func ParsePolicy(s string) (Policy, error) {
-	switch s {
-	case "tempfail":
-		return Tempfail, nil
-	case "pass":
-		return Pass, nil
-	}
-	return 0, fmt.Errorf("unknown archive error policy %q (want tempfail or pass)", s)
-}
-
 // Store is what the proxy needs of the archive: a place to stream messages.
 type Store interface {
 	Create(tags ...string) (archive.Writer, error)
 }
 
-var _ Store = (*archive.Store)(nil)
+var _ Store = archive.Archive(nil)
 
 // Config configures a Server.
 type Config struct {
-	Server         string        // downstream SMTP server, host:port
-	Store          Store         // where messages are archived
-	OnArchiveError Policy        // what to do when archiving fails
-	KeepRejected   bool          // also archive messages the server refused
-	MaxConns       int           // concurrent connections; 0 = unlimited
-	Timeout        time.Duration // idle timeout per read, either side
-	DialTimeout    time.Duration // connecting to the server
+	Server         string         // downstream SMTP server, host:port
+	Store          Store          // where messages are archived
+	OnArchiveError archive.Policy // what to do when archiving fails
+	KeepRejected   bool           // also archive messages the server refused
+	MaxConns       int            // concurrent connections; 0 = unlimited
+	Timeout        time.Duration  // bounds each read and each write, either side
+	DialTimeout    time.Duration  // connecting to the server
 	Logger         *slog.Logger
 	Metrics        *metrics.Metrics // nil: none
 }
@@ -67,6 +45,8 @@ type Server struct {
 	sem      chan struct{}
 	draining atomic.Bool
 	wg       sync.WaitGroup
+
+	loops *loopGuard
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -93,7 +73,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[*conn]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[*conn]struct{}{}, loops: newLoopGuard()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -121,23 +101,26 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.draining.Load() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
-				// Out of file descriptors and the like: wait, as
-				// net/http does, rather than spin or die.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Error("accept failed; retrying", "err", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("proxy: accept: %w", err)
 			}
-			return fmt.Errorf("proxy: accept: %w", err)
+			// Out of file descriptors, buffers or memory (EMFILE,
+			// ENFILE, ENOBUFS, ENOMEM) and the like: wait, as net/http
+			// does, rather than spin or die.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Error("accept failed; retrying", "err", err, "backoff", backoff)
+			time.Sleep(backoff)
+			continue
 		}
 		backoff = 0
 		if s.sem != nil {
 			select {
 			case s.sem <- struct{}{}:
 			default:
-				s.wg.Add(1)
+				if !s.track(nil) {
+					nc.Close()
+					return nil
+				}
 				go func() {
 					defer s.wg.Done()
 					s.refuse(nc)
@@ -146,10 +129,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 		}
 		c := newConn(s, nc)
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Add(1)
+		if !s.track(c) {
+			nc.Close()
+			if s.sem != nil {
+				<-s.sem
+			}
+			return nil
+		}
 		go func() {
 			defer s.wg.Done()
 			s.cfg.Metrics.ConnOpened()
@@ -164,6 +150,26 @@ func (s *Server) Serve(ln net.Listener) error {
 		}()
 	}
 }
+
+// track counts a connection's goroutine in wg (and c, if not nil, in
+// conns) unless a shutdown has begun: checked under mu, which Shutdown
+// holds when it starts draining, so no Add can race its Wait.
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining.Load() {
+		return false
+	}
+	if c != nil {
+		s.conns[c] = struct{}{}
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// Healthy reports a problem the proxy found with its configuration: a
+// content-filter loop (loop.go). It suits metrics.All.
+func (s *Server) Healthy() error { return s.loops.health() }
 
 // refuse turns away a connection beyond MaxConns, the way Postfix's smtpd
 // does when it has no process left: 421, then close.
@@ -180,8 +186,8 @@ func (s *Server) refuse(nc net.Conn) {
 // ends first, the remaining connections are cut (their unfinished messages
 // are not archived and the client retries them).
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.draining.Store(true)
 	s.mu.Lock()
+	s.draining.Store(true)
 	if s.ln != nil {
 		s.ln.Close()
 	}
@@ -198,13 +204,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		s.mu.Lock()
-		n := len(s.conns)
-		for c := range s.conns {
-			c.fail("421 4.3.2 Service shutting down\r\n", "shutdown timeout")
-		}
-		s.mu.Unlock()
-		<-done
-		return fmt.Errorf("proxy: shutdown: cut %d connections: %w", n, ctx.Err())
 	}
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	// Cut without waiting on any client: the 421 goes only where it can
+	// go at once (a write under s.mu could block Serve and the
+	// connections' own clean-up for the whole --timeout).
+	deadline := time.Now().Add(cutWrite)
+	for _, c := range conns {
+		c.cut("421 4.3.2 Service shutting down\r\n", deadline)
+	}
+	<-done
+	return fmt.Errorf("proxy: shutdown: cut %d connections: %w", len(conns), ctx.Err())
 }

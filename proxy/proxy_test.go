@@ -380,7 +380,7 @@ func TestArchiveFailureTempfail(t *testing.T) {
 func TestArchiveFailurePass(t *testing.T) {
 	f := setup(t, func(cfg *proxy.Config, _ *scriptServer) {
 		cfg.Store = brokenStore(t)
-		cfg.OnArchiveError = proxy.Pass
+		cfg.OnArchiveError = archive.PolicyPass
 	})
 	c := f.dial()
 	c.expect(220)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/postfix-archive/mailarchive/archive"
@@ -45,9 +46,15 @@ func (c *conn) relayReplies() {
 		if p.done != nil {
 			p.done <- rep
 		}
-		if rep.Code == 421 {
-			// The server is closing; so do we, after relaying its word.
-			c.fail("", "server sent 421")
+		if rep.Code == 421 || rep.Code == 221 {
+			// The server is closing (421, or 221 after QUIT); so do we,
+			// after relaying its word.
+			c.writeClient(nil)
+			why := "server sent 421"
+			if rep.Code == 221 {
+				why = ""
+			}
+			c.fail("", why)
 			return
 		}
 		c.releaseServerReader()
@@ -82,29 +89,29 @@ func (c *conn) apply(p *pending, rep *smtpwire.Reply) {
 			*rep = rep.WithoutExtensions("STARTTLS", "CHUNKING")
 		}
 		if ok {
-			c.helo = p.cmd.Arg
+			c.helo = p.cmd.Arg()
 			c.endTxn()
 		}
 	case kXforward:
 		if ok {
-			for k, v := range smtpwire.ParseXforward(p.cmd.Arg) {
+			for k, v := range smtpwire.ParseXforward(p.cmd.Args) {
 				c.xfwd[k] = v
 			}
 		}
 	case kMail:
 		if ok {
-			addr, params, err := smtpwire.ParsePath(p.cmd.Arg, "FROM:")
+			addr, params, err := p.cmd.Path("FROM:")
 			if err != nil {
-				addr = p.cmd.Arg // the server took it; keep what was sent
+				addr = p.cmd.Arg() // the server took it; keep what was sent
 			}
 			c.txn = &txn{client: c.xforwardClient(), mailFrom: &archive.MailFrom{Addr: addr, Params: params}}
 			c.inTxn.Store(true)
 		}
 	case kRcpt:
 		if c.txn != nil {
-			addr, params, err := smtpwire.ParsePath(p.cmd.Arg, "TO:")
+			addr, params, err := p.cmd.Path("TO:")
 			if err != nil {
-				addr = p.cmd.Arg
+				addr = p.cmd.Arg()
 			}
 			c.txn.rcpts = append(c.txn.rcpts, archive.Rcpt{Addr: addr, Params: params, Accepted: ok, Reply: rep.Text()})
 		}
@@ -157,11 +164,10 @@ func outcome(rep *smtpwire.Reply) string {
 	return archive.OutcomeUnknown
 }
 
-// finish decides the fate of a message's archive copy once the server has
-// answered it (rep), or could not (nil), and logs the message's one line.
-func (c *conn) finish(m *message, rep *smtpwire.Reply) {
-	out := outcome(rep)
-	env := &archive.Envelope{Source: archive.SourceProxy, Peer: c.peer, Helo: c.helo, Outcome: out}
+// envelope is the message's envelope as far as it is known: the final
+// reply rep may be nil (not yet, or never, received).
+func (c *conn) envelope(rep *smtpwire.Reply) *archive.Envelope {
+	env := &archive.Envelope{Source: archive.SourceProxy, Peer: c.peer, Helo: c.helo, Outcome: outcome(rep)}
 	if c.txn != nil {
 		if !c.txn.client.IsZero() {
 			cl := c.txn.client
@@ -174,28 +180,89 @@ func (c *conn) finish(m *message, rep *smtpwire.Reply) {
 		env.Reply = rep.Text()
 		env.QueueID = rep.QueueID()
 	}
-	attrs := []any{"queue_id", env.QueueID, "outcome", out, "duration", time.Since(m.start).Round(time.Millisecond)}
-	if env.Client != nil && env.Client.Addr != "" {
-		attrs = append(attrs, "orig_client", env.Client.Addr)
+	return env
+}
+
+// logAttrs are the fields of a message's log lines, named alike at every
+// hook point: id (archive ID), queue_id (the server's, from its reply;
+// none for a message the server never got),
+// orig_queue_id (the queue ID the message had before the content filter,
+// from XFORWARD IDENT), outcome, from, rcpts_accepted, rcpts_refused.
+func logAttrs(env *archive.Envelope, m *message, size int64) []any {
+	var attrs []any
+	if m.w != nil {
+		attrs = append(attrs, "id", m.w.ID())
 	}
+	if env.QueueID != "" {
+		attrs = append(attrs, "queue_id", env.QueueID)
+	}
+	if env.Client != nil {
+		if env.Client.Ident != "" {
+			attrs = append(attrs, "orig_queue_id", env.Client.Ident)
+		}
+		if env.Client.Addr != "" {
+			attrs = append(attrs, "orig_client", env.Client.Addr)
+		}
+	}
+	attrs = append(attrs, "outcome", env.Outcome)
 	if env.MailFrom != nil {
 		attrs = append(attrs, "from", env.MailFrom.Addr)
 	}
-	attrs = append(attrs, "rcpts", len(env.RcptTo))
-	if rep != nil && out != archive.OutcomeAccepted {
-		attrs = append(attrs, "reply", env.Reply)
+	acc := 0
+	for _, r := range env.RcptTo {
+		if r.Accepted {
+			acc++
+		}
+	}
+	attrs = append(attrs, "rcpts_accepted", acc, "rcpts_refused", len(env.RcptTo)-acc)
+	if size > 0 {
+		attrs = append(attrs, "size", size)
+	}
+	return append(attrs, "duration", time.Since(m.start).Round(time.Millisecond))
+}
+
+// acceptedRcpts lists the accepted recipients, for the lines of a message
+// the server never got (no queue ID of its own to look up).
+func acceptedRcpts(env *archive.Envelope) string {
+	var b strings.Builder
+	for _, r := range env.RcptTo {
+		if r.Accepted {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(r.Addr)
+		}
+	}
+	return b.String()
+}
+
+// finish decides the fate of a message's archive copy once the server has
+// answered it (rep), or could not (nil), and logs the message's one line.
+func (c *conn) finish(m *message, rep *smtpwire.Reply) {
+	env := c.envelope(rep)
+	out := env.Outcome
+	if out == archive.OutcomeAccepted && env.QueueID != "" {
+		c.s.loops.relayed(env)
+	}
+	attrs := func(size int64) []any {
+		a := logAttrs(env, m, size)
+		if rep != nil && out != archive.OutcomeAccepted {
+			a = append(a, "reply", env.Reply)
+		}
+		return a
 	}
 
 	switch {
 	case m.w == nil:
 		c.s.cfg.Metrics.MessageDone(metrics.OutcomeNotArchived, 0)
-		c.log.Error("message relayed WITHOUT archive copy", append(attrs, "err", m.archErr)...)
+		c.log.Error("message relayed WITHOUT archive copy", append(attrs(0), "err", m.archErr)...)
 		return
 	case out == archive.OutcomeRejected || out == archive.OutcomeTempfailed:
 		if !c.s.cfg.KeepRejected {
 			c.s.cfg.Metrics.MessageDone(out, 0)
-			m.w.Abort()
-			c.log.Info("message refused by the server; not archived", append(attrs, "size", m.w.Size())...)
+			size := m.w.Size()
+			m.abort(c.log)
+			c.log.Info("message refused by the server; not archived", attrs(size)...)
 			return
 		}
 	}
@@ -208,17 +275,21 @@ func (c *conn) finish(m *message, rep *smtpwire.Reply) {
 			// The server may have the message and its bytes are already
 			// synced under tmp/: leave them for the recovery sweep rather
 			// than lose them.
-			m.w.Close()
+			a := attrs(size)
+			if cerr := m.w.Close(); cerr != nil {
+				a = append(a, "close_err", cerr)
+			}
 			c.log.Error("archive commit failed after the server took the message; bytes kept under tmp/ for recovery",
-				append(attrs, "id", m.w.ID(), "size", size, "err", err)...)
+				append(a, "err", err)...)
 			return
 		}
 		c.s.cfg.Metrics.MessageDone(out, 0)
-		m.w.Abort()
-		c.log.Error("archive commit failed", append(attrs, "id", m.w.ID(), "size", size, "err", err)...)
+		a := attrs(size)
+		m.abort(c.log)
+		c.log.Error("archive commit failed", append(a, "err", err)...)
 		return
 	}
 	c.s.cfg.Metrics.CommitObserved(m.syncDur + time.Since(t0))
 	c.s.cfg.Metrics.MessageDone(out, size)
-	c.log.Info("message archived", append([]any{"id", m.w.ID(), "size", size}, attrs...)...)
+	c.log.Info("message archived", attrs(size)...)
 }

@@ -26,6 +26,7 @@ type scriptServer struct {
 	messages [][]byte     // unstuffed DATA content
 	sizes    []int64
 	wg       sync.WaitGroup
+	quit     chan struct{} // closed when the test ends
 }
 
 func newScriptServer(t *testing.T) *scriptServer {
@@ -34,7 +35,7 @@ func newScriptServer(t *testing.T) *scriptServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &scriptServer{ln: ln}
+	s := &scriptServer{ln: ln, quit: make(chan struct{})}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -50,7 +51,7 @@ func newScriptServer(t *testing.T) *scriptServer {
 			}()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); s.wg.Wait() })
+	t.Cleanup(func() { ln.Close(); close(s.quit); s.wg.Wait() })
 	return s
 }
 
@@ -73,6 +74,7 @@ type hooks struct {
 	dropInData  bool   // close the connection after the first data bytes
 	dropAtEnd   bool   // close the connection instead of replying to the end of data
 	discardData bool   // don't keep message bytes (large messages)
+	stallData   bool   // after 354, stop reading (and hold the connection)
 }
 
 type lockedWriter struct {
@@ -122,8 +124,8 @@ func (s *scriptServer) serve(c net.Conn) {
 			rcpts = 0
 			reply("250 2.1.0 Ok\r\n")
 		case "RCPT":
-			if strings.Contains(cmd.Arg, "reject") {
-				reply("550 5.1.1 <" + cmd.Arg + ">: Recipient address rejected\r\n")
+			if strings.Contains(cmd.Arg(), "reject") {
+				reply("550 5.1.1 <" + strings.Join(cmd.Args, "") + ">: Recipient address rejected\r\n")
 				continue
 			}
 			rcpts++
@@ -151,6 +153,13 @@ func (s *scriptServer) serve(c net.Conn) {
 			w.Flush()
 			if h.dropInData {
 				r.Peek(1)
+				return
+			}
+			if h.stallData {
+				// Hold the connection, reading nothing, until the test
+				// ends: the proxy must give up on its own.
+				c.(*net.TCPConn).SetReadBuffer(4096)
+				<-s.quit
 				return
 			}
 			var buf bytes.Buffer

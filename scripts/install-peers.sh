@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # install-peers.sh: install the real programs the end-to-end tests talk to,
-# when they are missing: Postfix, swaks, miltertest, socat, python3 and notmuch
-# (the read side's differential search test).
+# when they are missing: Postfix, swaks, miltertest, socat, python3, notmuch
+# (the read side's differential search test) and versitygw (built with go
+# install into a cache directory, see below).
+# "install-peers.sh versitygw" does only the versitygw step.
 #
 # Idempotent: when everything is present it does nothing and touches no
 # package database. Otherwise it runs "apt-get update" once and installs only
@@ -33,6 +35,36 @@ have() {
 	*) command -v "$1" >/dev/null 2>&1 ;;
 	esac
 }
+
+# versitygw (the S3 gateway the object-store tests run on loopback) is not a
+# Debian package: build it once with the Go toolchain into a cache outside the
+# clone and reuse it. The tests look for it there (objstore/s3test). The build
+# takes minutes of CPU, so it happens only when the binary is missing or is
+# not the pinned version.
+VERSITYGW_VERSION=v1.8.0
+PEER_BIN=${MAILARCHIVE_PEER_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/mailarchive-peers/bin}
+install_versitygw() {
+	local stamp="$PEER_BIN/versitygw.version"
+	if [ -x "$PEER_BIN/versitygw" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$VERSITYGW_VERSION" ]; then
+		echo "install-peers: versitygw $VERSITYGW_VERSION present in $PEER_BIN"
+		return 0
+	fi
+	if ! command -v go >/dev/null 2>&1; then
+		echo "install-peers: go not found; cannot build versitygw" >&2
+		return 1
+	fi
+	mkdir -p "$PEER_BIN"
+	echo "install-peers: building versitygw $VERSITYGW_VERSION into $PEER_BIN (takes a few minutes)"
+	# Outside any module so the project's go.mod does not constrain it.
+	(cd / && CGO_ENABLED=0 GOBIN="$PEER_BIN" GOFLAGS=-buildvcs=false \
+		go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION")
+	echo "$VERSITYGW_VERSION" >"$stamp"
+}
+if [ "${1-}" = versitygw ]; then
+	install_versitygw
+	exit $?
+fi
+install_versitygw
 
 missing=()
 for prog in "${!want[@]}"; do

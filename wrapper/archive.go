@@ -58,8 +58,9 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 // the transaction's RCPT TO list the format defines, so both are recorded
 // as they are, in env (SENDER, RECIPIENT, ORIGINAL_RECIPIENT), and not
 // invented as SMTP fields. The outcome is not known when the item is
-// committed (the delivery runs after it), so it is omitted too.
-func envelope(environ []string) *archive.Envelope {
+// committed (the delivery runs after it), so it is omitted too. queue_id
+// is read from the message (msg: its bytes so far) by localQueueID.
+func envelope(environ []string, msg io.ReaderAt) *archive.Envelope {
 	env := deliveryEnv(environ)
 	c := &archive.Client{
 		Addr:  env["CLIENT_ADDRESS"],
@@ -72,9 +73,10 @@ func envelope(environ []string) *archive.Envelope {
 		c = nil
 	}
 	return &archive.Envelope{
-		Source: archive.SourceWrapper,
-		Client: c,
-		Env:    env,
+		Source:  archive.SourceWrapper,
+		Client:  c,
+		QueueID: localQueueID(msg),
+		Env:     env,
 	}
 }
 
@@ -118,7 +120,7 @@ func archiveMessage(c config, p IO) (*os.File, string, error) {
 		}
 		return fail(err)
 	}
-	if err := w.Commit(envelope(p.Environ)); err != nil {
+	if err := w.Commit(envelope(p.Environ, msg)); err != nil {
 		return fail(err)
 	}
 	// The descriptor must show exactly the bytes committed.

@@ -39,7 +39,7 @@ TAG2 in the item's ID and the delivery environment in its envelope, then runs
 COMMAND with the archived message on its standard input and exits with
 COMMAND's status. A drop-in for Postfix's mailbox_command:
 
-  mailbox_command = /usr/local/bin/archiver x "$USER" deliver_mail "$USER"
+  mailbox_command = /usr/local/bin/archiver local "$USER" /usr/bin/procmail -a "$EXTENSION"
 
 Flags end at the first operand: everything from TAG1 on is passed through,
 so COMMAND's own flags are never taken for the archiver's.

@@ -240,7 +240,7 @@ func TestUsage(t *testing.T) {
 		out  string
 		err  string
 	}{
-		{"help", []string{"--help"}, 0, "mailbox_command = /usr/local/bin/archiver x \"$USER\" deliver_mail \"$USER\"", ""},
+		{"help", []string{"--help"}, 0, "mailbox_command = /usr/local/bin/archiver local \"$USER\" /usr/bin/procmail -a \"$EXTENSION\"", ""},
 		{"help short", []string{"-h"}, 0, "Exit status", ""},
 		{"version", []string{"--version"}, 0, buildinfo.String("archiver"), ""},
 		{"no operands", nil, 75, "", "want TAG1 TAG2 COMMAND"},

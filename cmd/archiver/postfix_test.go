@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -110,6 +111,12 @@ exit 0
 	}
 	if env.Client == nil || env.Client.Addr != "127.0.0.1" || env.Client.Proto != "ESMTP" {
 		t.Errorf("client %+v", env.Client)
+	}
+	// The queue ID, from Postfix's Received: field, is the one the maillog
+	// gives this delivery, so the item joins Postfix's log.
+	sent := regexp.MustCompile(`([0-9A-Za-z]+): to=<` + regexp.QuoteMeta(rcpt.name) + `@localhost>, .*status=sent \(delivered to command`).FindStringSubmatch(pf.Log())
+	if sent == nil || env.QueueID != sent[1] {
+		t.Errorf("queue_id %q, maillog delivery %q", env.QueueID, sent)
 	}
 	if len(env.Tags) != 2 || env.Tags[0] != "local" || env.Tags[1] != rcpt.name {
 		t.Errorf("tags %q", env.Tags)

@@ -14,6 +14,9 @@ import (
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
 	"github.com/postfix-archive/mailarchive/internal/cli"
 	"github.com/postfix-archive/mailarchive/internal/readcmd"
+	"github.com/postfix-archive/mailarchive/reconcile"
+	"github.com/postfix-archive/mailarchive/retention"
+	"github.com/postfix-archive/mailarchive/sealog/sealcmd"
 )
 
 // commands, in the order --help lists them. Each helper package adds its
@@ -22,8 +25,17 @@ var commands = []cli.Command{
 	readcmd.Index,
 	readcmd.Search,
 	readcmd.Show,
-	readcmd.Export,
+	sealcmd.Export, // readcmd.Export with --with-proofs
 	readcmd.Stats,
+	sealcmd.Keygen,
+	sealcmd.Seal,
+	sealcmd.Verify,
+	sealcmd.Proof,
+	sealcmd.VerifyProof,
+	sealcmd.Audit,
+	reconcile.Command,
+	retention.Command,
+	retention.HoldCommand,
 }
 
 const usageHead = `Usage: mailarchive COMMAND [flags] [ARGS]

@@ -3,22 +3,16 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
-	"github.com/postfix-archive/mailarchive/internal/logging"
-	"github.com/postfix-archive/mailarchive/internal/metrics"
+	"github.com/postfix-archive/mailarchive/internal/daemon"
 	"github.com/postfix-archive/mailarchive/milter"
 )
 
@@ -35,6 +29,11 @@ Postfix main.cf (see postfix-examples/milter/main.cf):
     milter_default_action = tempfail
     milter_protocol = 6
 
+On a unix socket in Postfix's (chrooted) queue directory, with main.cf
+saying smtpd_milters = unix:/milter/archive.sock:
+
+    milter_archiver -l unix:/var/spool/postfix/milter/archive.sock --socket-group postfix
+
 Flags:
 `
 
@@ -46,53 +45,41 @@ func run(args []string) int {
 	fs := pflag.NewFlagSet("milter_archiver", pflag.ContinueOnError)
 	listen := fs.StringP("listen", "l", "inet:127.0.0.1:10030", "listen on `ADDR`: inet:HOST:PORT or unix:/path/to/socket, as in smtpd_milters")
 	socketMode := fs.String("socket-mode", "0660", "octal `MODE` of a unix socket")
+	socketGroup := fs.String("socket-group", "", "give a unix socket (and the directory it creates for it) `GROUP`, one that user postfix is in (default: the archiver's own group)")
 	dir := fs.StringP("archive-dir", "d", "/var/spool/mailarchive", "archive root `DIR`")
-	onErr := fs.String("on-archive-error", "tempfail", "when a message cannot be archived: tempfail (client retries) or accept (deliver unarchived, log an error)")
+	onErr := fs.String("on-archive-error", "tempfail", "when a message cannot be archived: tempfail (client retries) or pass (deliver unarchived, log an error; accept is the same)")
 	addHeader := fs.Bool("add-header", false, "add \"X-Archive-ID: ID\" to each archived message")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long to wait for messages in flight")
 	recoverEvery := fs.Duration("recover-interval", 5*time.Minute, "how often to recover items left under tmp/ by a crashed writer (0: only at start-up)")
-	metricsListen := fs.String("metrics-listen", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port; default off)")
-	logOpts := logging.AddFlags(fs)
+	df := daemon.AddFlags(fs)
 	debug := fs.Bool("debug", false, "log at debug level (same as --log-level=debug)")
-	version := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprint(os.Stderr, usageText)
-		fs.PrintDefaults()
+	if code, done := df.Parse(args, usageText); done {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(os.Stderr, "milter_archiver: %v (see --help)\n", err)
-		return 2
-	}
-	if *version {
-		fmt.Println(buildinfo.String("milter_archiver"))
-		return 0
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "milter_archiver: unexpected arguments: %q\n", fs.Args())
-		return 2
-	}
-	policy, err := milter.ParsePolicy(*onErr)
+	policy, err := archive.ParsePolicy(*onErr)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "milter_archiver:", err)
-		return 2
+		return df.Usagef("%v", err)
 	}
 	mode, err := strconv.ParseUint(*socketMode, 8, 32)
 	if err != nil || mode > 0o777 {
-		fmt.Fprintf(os.Stderr, "milter_archiver: --socket-mode %q: want an octal mode such as 0660\n", *socketMode)
-		return 2
+		return df.Usagef("--socket-mode %q: want an octal mode such as 0660", *socketMode)
+	}
+	sock := milter.Socket{Mode: os.FileMode(mode), GID: -1}
+	if *socketGroup != "" {
+		if sock.GID, err = milter.LookupGroup(*socketGroup); err != nil {
+			return df.Usagef("--socket-group: %v", err)
+		}
+	}
+	if *debug {
+		df.Log.Level = "debug"
 	}
 
-	if *debug {
-		logOpts.Level = "debug"
-	}
-	log, err := logOpts.Logger(os.Stderr)
+	d, err := df.Start()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "milter_archiver:", err)
-		return 2
+		return 1
 	}
+	defer d.Close()
+	log := d.Log
 	// go-milter logs protocol errors with the log package: route them here.
 	slog.SetDefault(log)
 
@@ -103,22 +90,15 @@ func run(args []string) int {
 	}
 	store.Recover()
 
-	ln, err := milter.Listen(*listen, os.FileMode(mode))
+	ln, err := milter.Listen(*listen, sock)
 	if err != nil {
 		log.Error("cannot listen", "err", err)
 		return 1
 	}
-	var met *metrics.Metrics
-	if *metricsListen != "" {
-		met = metrics.New("milter")
-		// Healthy while a message could be archived now.
-		hs, err := met.Serve(*metricsListen, store.Probe)
-		if err != nil {
-			log.Error("cannot serve metrics", "err", err)
-			return 1
-		}
-		defer hs.Close()
-		log.Info("serving /metrics and /healthz", "addr", hs.Addr)
+	// Healthy while a message could be archived now.
+	met, err := d.ServeMetrics(df, "milter", store.Probe)
+	if err != nil {
+		return 1
 	}
 	srv := milter.NewServer(milter.Config{
 		Store:          store,
@@ -127,30 +107,8 @@ func run(args []string) int {
 		AddHeader:      *addHeader,
 		Metrics:        met,
 	})
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	go store.RecoverEvery(ctx, *recoverEvery)
-
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go store.RecoverEvery(d.Context(), *recoverEvery)
 	log.Info("milter_archiver started", "version", buildinfo.String("milter_archiver"),
 		"listen", *listen, "archive_dir", *dir, "on_archive_error", policy.String(), "add_header", *addHeader)
-
-	select {
-	case err := <-served:
-		log.Error("serving failed", "err", err)
-		return 1
-	case <-ctx.Done():
-	}
-	stop()
-	log.Info("shutting down: finishing messages in flight", "timeout", *shutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown timed out; messages still in flight were aborted (Postfix retries them)", "err", err)
-	}
-	<-served
-	log.Info("stopped")
-	return 0
+	return d.Run(func() error { return srv.Serve(ln) }, srv.Shutdown, *shutdownTimeout)
 }

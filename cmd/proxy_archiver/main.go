@@ -3,19 +3,16 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/buildinfo"
-	"github.com/postfix-archive/mailarchive/internal/logging"
+	"github.com/postfix-archive/mailarchive/internal/daemon"
 	"github.com/postfix-archive/mailarchive/internal/metrics"
 	"github.com/postfix-archive/mailarchive/proxy"
 )
@@ -52,41 +49,24 @@ func run(args []string) int {
 	onErr := fs.String("on-archive-error", "tempfail", "when a message cannot be archived: tempfail (client retries) or pass (relay it, log loudly)")
 	keep := fs.Bool("keep-rejected", false, "also archive messages the server refused, with their outcome")
 	maxConns := fs.Int("max-conns", 100, "maximum concurrent connections; more get 421 (0 = no limit)")
-	timeout := fs.Duration("timeout", proxy.DefaultTimeout, "idle timeout for each read from either side (like smtpd_timeout)")
+	timeout := fs.Duration("timeout", proxy.DefaultTimeout, "timeout for each read and each write on either side (like smtpd_timeout)")
 	recoverEvery := fs.Duration("recover-interval", 5*time.Minute, "how often to turn what a crash (or a failed commit) left under tmp/ into recovered items (0: at start-up only)")
 	shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "on SIGTERM, how long transactions in flight may take to finish")
-	metricsListen := fs.String("metrics-listen", "", "serve Prometheus /metrics and /healthz on `ADDR` (host:port; default off)")
-	logOpts := logging.AddFlags(fs)
-	version := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprint(os.Stderr, usage)
-		fs.PrintDefaults()
+	df := daemon.AddFlags(fs)
+	if code, done := df.Parse(args, usage); done {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == pflag.ErrHelp {
-			return 0
-		}
-		fmt.Fprintf(os.Stderr, "proxy_archiver: %v (see --help)\n", err)
-		return 2
-	}
-	if *version {
-		fmt.Println(buildinfo.String("proxy_archiver"))
-		return 0
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "proxy_archiver: unexpected arguments: %v\n", fs.Args())
-		return 2
-	}
-	log, err := logOpts.Logger(os.Stderr)
+	policy, err := archive.ParsePolicy(*onErr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "proxy_archiver: %v\n", err)
-		return 2
+		return df.Usagef("--on-archive-error: %v", err)
 	}
-	policy, err := proxy.ParsePolicy(*onErr)
+
+	d, err := df.Start()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "proxy_archiver: --on-archive-error: %v\n", err)
-		return 2
+		return 1
 	}
+	defer d.Close()
+	log := d.Log
 
 	store, err := archive.Open(*dir, archive.Options{Logger: log})
 	if err != nil {
@@ -94,20 +74,21 @@ func run(args []string) int {
 		return 1
 	}
 	store.Recover()
-	var met *metrics.Metrics
-	if *metricsListen != "" {
-		met = metrics.New("proxy")
-		// Healthy while a message could be archived now and the
-		// reinjection smtpd greets (it logs a clean connect/QUIT per check).
-		hs, err := met.Serve(*metricsListen, metrics.All(
-			store.Probe,
-			metrics.SMTPReady(*server, 5*time.Second)))
-		if err != nil {
-			log.Error("cannot serve metrics", "err", err)
-			return 1
-		}
-		defer hs.Close()
-		log.Info("serving /metrics and /healthz", "addr", hs.Addr)
+	// Healthy while a message could be archived now, the reinjection
+	// smtpd greets (it logs a clean connect/QUIT per check) and no
+	// content-filter loop was seen (the server is made below).
+	var srvp atomic.Pointer[proxy.Server]
+	met, err := d.ServeMetrics(df, "proxy", metrics.All(
+		store.Probe,
+		metrics.SMTPReady(*server, 5*time.Second),
+		func() error {
+			if s := srvp.Load(); s != nil {
+				return s.Healthy()
+			}
+			return nil
+		}))
+	if err != nil {
+		return 1
 	}
 	cfg := proxy.Config{
 		Server:         *server,
@@ -124,6 +105,7 @@ func run(args []string) int {
 		log.Error("bad configuration", "err", err)
 		return 2
 	}
+	srvp.Store(srv)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Error("cannot listen", "err", err)
@@ -131,24 +113,6 @@ func run(args []string) int {
 	}
 	log.Info("proxy_archiver started", "version", buildinfo.String("proxy_archiver"), "listen", ln.Addr().String(),
 		"server", *server, "archive_dir", *dir, "on_archive_error", *onErr)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	go store.RecoverEvery(ctx, *recoverEvery)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		log.Error("server stopped", "err", err)
-		return 1
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: finishing transactions in flight", "timeout", *shutdown)
-	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown", "err", err)
-	}
-	log.Info("proxy_archiver stopped")
-	return 0
+	go store.RecoverEvery(d.Context(), *recoverEvery)
+	return d.Run(func() error { return srv.Serve(ln) }, srv.Shutdown, *shutdown)
 }

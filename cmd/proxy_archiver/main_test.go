@@ -2,61 +2,31 @@ package main_test
 
 import (
 	"bufio"
-	"errors"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postfix-archive/mailarchive/internal/daemon/daemontest"
 )
 
-func build(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "proxy_archiver")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func exitCode(err error) int {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		return -1
-	}
-	return 0
-}
-
 func TestFlags(t *testing.T) {
-	bin := build(t)
-	for _, tt := range []struct {
-		args []string
-		code int
-		out  string
-	}{
-		{[]string{"--help"}, 0, "content_filter"},
-		{[]string{"--version"}, 0, "proxy_archiver "},
-		{[]string{"--on-archive-error=maybe"}, 2, "tempfail or pass"},
-		{[]string{"--no-such-flag"}, 2, "unknown flag"},
-		{[]string{"extra"}, 2, "unexpected arguments"},
-	} {
-		out, err := exec.Command(bin, tt.args...).CombinedOutput()
-		if c := exitCode(err); c != tt.code || !strings.Contains(string(out), tt.out) {
-			t.Errorf("%v: exit %d, output %q; want exit %d with %q", tt.args, c, out, tt.code, tt.out)
-		}
-	}
+	daemontest.CheckFlags(t, daemontest.Build(t, "proxy_archiver"), []daemontest.FlagCase{
+		{Args: []string{"--help"}, Code: 0, Out: "content_filter"},
+		{Args: []string{"--version"}, Code: 0, Out: "proxy_archiver "},
+		{Args: []string{"--on-archive-error=maybe"}, Code: 2, Out: "tempfail or pass"},
+		{Args: []string{"--no-such-flag"}, Code: 2, Out: "unknown flag"},
+		{Args: []string{"extra"}, Code: 2, Out: "unexpected arguments"},
+	})
 }
 
 // TestSIGTERM: the binary stops accepting, closes an idle connection with
 // 421 and exits 0.
 func TestSIGTERM(t *testing.T) {
-	bin := build(t)
+	bin := daemontest.Build(t, "proxy_archiver")
 	down, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +83,7 @@ func TestSIGTERM(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
-		if exitCode(err) != 0 {
+		if daemontest.ExitCode(err) != 0 {
 			t.Fatalf("exit: %v", err)
 		}
 	case <-time.After(10 * time.Second):

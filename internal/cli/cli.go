@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -100,7 +102,12 @@ func CheckOwner(tool string, dirs ...string) error {
 			continue // the command reports it
 		}
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
-			return fmt.Errorf("%s belongs to uid %d: run %s as that user (runuser -u USER -- %s ...), not as root", d, st.Uid, tool, tool)
+			owner := strconv.FormatUint(uint64(st.Uid), 10)
+			name := "uid " + owner
+			if u, err := user.LookupId(owner); err == nil {
+				owner, name = u.Username, u.Username
+			}
+			return fmt.Errorf("%s belongs to %s: run %s as that user (runuser -u %s -- %s ...), not as root", d, name, tool, owner, tool)
 		}
 	}
 	return nil

@@ -19,6 +19,9 @@ import (
 type Options struct {
 	Format string // text or json
 	Level  string // debug, info, warn, error
+	// NoTime leaves out each record's time, for a destination that stamps
+	// lines itself (syslog).
+	NoTime bool
 }
 
 // AddFlags registers --log-format and --log-level on fs and returns where
@@ -37,18 +40,22 @@ func (o *Options) Logger(w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.Level)
 	}
 	opts := &slog.HandlerOptions{Level: level}
-	switch strings.ToLower(o.Format) {
+	format := strings.ToLower(o.Format)
+	opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+		if o.NoTime && len(groups) == 0 && a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		// JSON: durations as text ("1.5ms", as in the text format), not
+		// nanoseconds.
+		if format == "json" && a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		return a
+	}
+	switch format {
 	case "text", "":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
-		// Durations as text ("1.5ms", as in the text format), not
-		// nanoseconds.
-		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
-			if a.Value.Kind() == slog.KindDuration {
-				a.Value = slog.StringValue(a.Value.Duration().String())
-			}
-			return a
-		}
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", o.Format)

@@ -61,3 +61,19 @@ func TestBadFlags(t *testing.T) {
 		t.Errorf("WARN: %v", err)
 	}
 }
+
+func TestNoTime(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		var buf bytes.Buffer
+		o := parse(t, "--log-format", format)
+		o.NoTime = true
+		log, err := o.Logger(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("x", "duration", time.Second)
+		if got := buf.String(); strings.Contains(got, "time") || !strings.Contains(got, "1s") {
+			t.Errorf("%s: %q, want no time and the duration", format, got)
+		}
+	}
+}

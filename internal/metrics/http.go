@@ -21,6 +21,9 @@ func (m *Metrics) Handler(health func() error) http.Handler {
 		// A failing collector shows as an error in the scrape, not a 500
 		// that hides every other series.
 		ErrorHandling: promhttp.ContinueOnError,
+		// OpenMetrics when the scraper asks for it (Accept:
+		// application/openmetrics-text), Prometheus' text format otherwise.
+		EnableOpenMetrics: true,
 	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -173,7 +173,6 @@ type Instance struct {
 	stopOnce sync.Once
 	stopErr  error
 	mu       sync.Mutex
-	reloads  int // "reload" lines seen in the log
 }
 
 // Start creates and starts an instance for t, and stops it when t ends. It

@@ -2,8 +2,10 @@ package readcmd
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/audit"
 	"github.com/postfix-archive/mailarchive/catalog"
 	"github.com/postfix-archive/mailarchive/export"
 	"github.com/postfix-archive/mailarchive/internal/cli"
@@ -31,7 +33,11 @@ envelope's size/sha256 (exported as archived, listed on stderr), 2 error.
 
 // ExportOptions let other subcommands extend an export (e.g. with proofs).
 type ExportOptions struct {
-	Extra func(it archive.Item) ([]export.File, error)
+	Extra   func(it archive.Item) ([]export.File, error)
+	Trailer func() ([]export.NamedFile, error)
+	// Proofs, if set, adds --with-proofs: given the archive root, it
+	// returns the Extra and Trailer that add each item's proof.
+	Proofs func(root string) (ExportOptions, error)
 }
 
 func runExport(e *cli.Env, args []string) int {
@@ -45,8 +51,19 @@ func RunExport(e *cli.Env, args []string, xo ExportOptions) int {
 	format := fs.String("format", "", "mbox, eml or zip (required)")
 	out := fs.StringP("output", "o", "", "the file or directory `PATH` to create (required; - for stdout)")
 	limit := fs.Int("limit", 0, "at most `N` items (0: all)")
+	withProofs := false
+	if xo.Proofs != nil {
+		fs.BoolVar(&withProofs, "with-proofs", false, "add ID.proof for every item, the checkpoint and VERIFY.txt (eml, zip)")
+	}
 	if done, st := cli.Parse(e, fs, args); done {
 		return st
+	}
+	if withProofs {
+		px, err := xo.Proofs(*dir)
+		if err != nil {
+			return e.Errorf("--with-proofs: %v", err)
+		}
+		xo.Extra, xo.Trailer = px.Extra, px.Trailer
 	}
 	f, err := export.ParseFormat(*format)
 	if err != nil {
@@ -64,10 +81,10 @@ func RunExport(e *cli.Env, args []string, xo ExportOptions) int {
 		return st
 	}
 	defer cat.Close()
-	return exportQuery(e, r, cat, q, f, *out, *limit, xo)
+	return exportQuery(e, r, cat, q, strings.Join(fs.Args(), " "), f, *out, *limit, xo)
 }
 
-func exportQuery(e *cli.Env, r *archive.Reader, cat *catalog.Catalog, q query.Node, f export.Format, out string, limit int, xo ExportOptions) int {
+func exportQuery(e *cli.Env, r *archive.Reader, cat *catalog.Catalog, q query.Node, qtext string, f export.Format, out string, limit int, xo ExportOptions) int {
 	total, err := cat.Count(e.Ctx, q)
 	if err != nil {
 		return e.Errorf("%v", err)
@@ -80,7 +97,8 @@ func exportQuery(e *cli.Env, r *archive.Reader, cat *catalog.Catalog, q query.No
 		return cli.ExitFindings
 	}
 	prog := newProgress(e.Stderr, "items", total)
-	w, err := export.Create(out, e.Stdout, export.Options{Format: f, Extra: xo.Extra,
+	var ids []string
+	w, err := export.Create(out, e.Stdout, export.Options{Format: f, Extra: xo.Extra, Trailer: xo.Trailer,
 		Progress: func(n int, b int64) { prog.update(n, b, false) }})
 	if err != nil {
 		return e.Errorf("%v", err)
@@ -90,9 +108,13 @@ func exportQuery(e *cli.Env, r *archive.Reader, cat *catalog.Catalog, q query.No
 		if err != nil {
 			return err
 		}
+		ids = append(ids, id)
 		return w.Add(r, it)
 	})
 	cerr := w.Close()
+	if aerr := audit.Record(r.Root(), audit.Export, qtext, ids); aerr != nil {
+		return e.Errorf("cannot record the export in the audit trail: %v", aerr)
+	}
 	prog.update(w.Items(), w.Bytes(), true)
 	if err != nil {
 		return e.Errorf("%v (the export at %s is incomplete)", err, out)

@@ -215,11 +215,11 @@ func TestRootOnOthersArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := run(t, Index, "-d", root)
-	if r.status != cli.ExitError || !strings.Contains(r.err, "belongs to uid 65534") {
+	if r.status != cli.ExitError || !strings.Contains(r.err, "belongs to nobody") {
 		t.Errorf("index as root: %+v", r)
 	}
 	r = run(t, Search, "-d", root, "budget")
-	if r.status != cli.ExitError || !strings.Contains(r.err, "runuser -u USER -- mailarchive index") {
+	if r.status != cli.ExitError || !strings.Contains(r.err, "runuser -u nobody -- mailarchive index") {
 		t.Errorf("search as root without a catalog: %+v", r)
 	}
 	if _, err := os.Stat(filepath.Join(root, "index")); err == nil {

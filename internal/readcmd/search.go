@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/postfix-archive/mailarchive/audit"
 	"github.com/postfix-archive/mailarchive/catalog"
 	"github.com/postfix-archive/mailarchive/internal/cli"
 )
@@ -58,7 +59,7 @@ func runSearch(e *cli.Env, args []string) int {
 	if q == nil {
 		return st
 	}
-	_, cat, st := c.open(e)
+	r, cat, st := c.open(e)
 	if cat == nil {
 		return st
 	}
@@ -76,15 +77,19 @@ func runSearch(e *cli.Env, args []string) int {
 	enc.SetEscapeHTML(false)
 	found := 0
 	opt := catalog.SearchOptions{Sort: so, Limit: *limit, Copies: true}
+	// What the search returned goes into the audit trail.
+	var returned []string
 	if *ids {
 		err = cat.SearchIDs(e.Ctx, q, opt, func(id string) error {
 			found++
+			returned = append(returned, id)
 			_, err := fmt.Fprintln(out, id)
 			return err
 		})
 	} else {
 		err = cat.Search(e.Ctx, q, opt, func(h catalog.Hit) error {
 			found++
+			returned = append(returned, h.ID)
 			if *asJSON {
 				if h.Rcpts == nil {
 					h.Rcpts = []string{}
@@ -101,6 +106,9 @@ func runSearch(e *cli.Env, args []string) int {
 	out.Flush()
 	if err != nil {
 		return e.Errorf("%v", err)
+	}
+	if err := audit.Record(r.Root(), audit.Search, strings.Join(fs.Args(), " "), returned); err != nil {
+		return e.Errorf("cannot record the search in the audit trail: %v", err)
 	}
 	if found == 0 {
 		if tw != nil {

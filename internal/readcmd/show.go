@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/postfix-archive/mailarchive/archive"
+	"github.com/postfix-archive/mailarchive/audit"
 	"github.com/postfix-archive/mailarchive/catalog"
 	"github.com/postfix-archive/mailarchive/internal/cli"
 	"github.com/postfix-archive/mailarchive/mimetext"
@@ -60,11 +60,29 @@ func runShow(e *cli.Env, args []string) int {
 	if err != nil && !(errors.Is(err, archive.ErrMissingMessage) && *envelope) {
 		return e.Errorf("%v", err)
 	}
+	if err := audit.Record(r.Root(), audit.Show, fs.Arg(0), []string{it.ID}); err != nil {
+		return e.Errorf("cannot record the access in the audit trail: %v", err)
+	}
 	switch {
 	case *envelope:
-		return copyFile(e, it.JSONPath)
+		b, err := it.EnvelopeBytes()
+		if err != nil {
+			return e.Errorf("%v", err)
+		}
+		if _, err := e.Stdout.Write(b); err != nil {
+			return e.Errorf("%v", err)
+		}
+		return cli.ExitOK
 	case *raw:
-		return copyFile(e, it.EMLPath)
+		f, err := it.Open() // the item may be in object storage: not by path
+		if err != nil {
+			return e.Errorf("%v", err)
+		}
+		defer f.Close()
+		if _, err := io.Copy(e.Stdout, f); err != nil {
+			return e.Errorf("%v", err)
+		}
+		return cli.ExitOK
 	case *headers:
 		f, err := it.Open()
 		if err != nil {
@@ -141,18 +159,6 @@ func runShow(e *cli.Env, args []string) int {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, doc.Text)
-	return cli.ExitOK
-}
-
-func copyFile(e *cli.Env, path string) int {
-	f, err := os.Open(path)
-	if err != nil {
-		return e.Errorf("%v", err)
-	}
-	defer f.Close()
-	if _, err := io.Copy(e.Stdout, f); err != nil {
-		return e.Errorf("%v", err)
-	}
 	return cli.ExitOK
 }
 

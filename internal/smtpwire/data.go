@@ -6,52 +6,58 @@ package smtpwire
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 )
 
 // Unstuffer is the DATA state machine (RFC 5321 section 4.5.2).
 //
-// It frames lines the way Postfix's smtpd does (smtp_get): a line ends at
-// LF, with an optional CR before it, so a line that is "." followed by LF or
-// CRLF ends the data, and a line that starts with "." has that dot removed.
-// Matching the server's framing exactly matters: a proxy that ends DATA
-// somewhere else than the server would relay the rest as commands (SMTP
-// smuggling). Line ends, bare CR, bare LF, NUL and 8-bit bytes are kept as
-// sent; no line is ever held in memory.
+// It frames lines the way Postfix 3.7's smtpd does (smtp_get and the DATA
+// loop in smtpd.c): a line ends at LF and every CR right before that LF is
+// dropped, so a line of "." followed by any number of CRs and an LF ends
+// the data, and a line that starts with "." has that dot removed. Matching
+// the server's framing exactly matters: a proxy that ends DATA somewhere
+// else than the server would relay the rest as commands (SMTP smuggling).
+//
+// One form depends on the server's line_length_limit: Postfix reads at most
+// that many bytes of a line at once, so "." with more CRs than the limit
+// before the LF is content to it. Up to MinLineLimit-1 CRs end the data on
+// every Postfix; with more, Feed returns ErrAmbiguousEnd without consuming
+// the LF, and the caller must not let the server see it.
+//
+// Line ends, bare CR, bare LF, NUL and 8-bit bytes are kept as sent; no
+// line is ever held in memory beyond a line-start "." and its CRs.
 //
 // Raw, if set, receives the input as sent minus the end-of-data line, which
-// is kept back (EndLine) so the caller decides when the server sees it. A
-// line-start "." or ".\r" is held until the next byte tells whether it
-// starts the end line, so at most two bytes are ever held.
+// is kept back (EndLine) so the caller decides when the server sees it.
 type Unstuffer struct {
 	Content io.Writer // receives the unstuffed content
 	Raw     io.Writer // optional: receives the raw input except the end line
 
 	state      int
-	held       []byte
+	held       []byte // a line-start "." and the CRs after it
 	end        []byte
 	contentErr error
 	rawErr     error
 }
 
 const (
-	stStart = iota // at the start of a line
-	stMid          // inside a line
-	stDot          // line so far is "."
-	stDotCR        // line so far is ".\r"
+	stStart  = iota // at the start of a line
+	stMid           // inside a line
+	stDot           // line so far is "." and zero or more CRs (held)
+	stDotCRs        // line so far is "." and MinLineLimit or more CRs
 )
 
-// Reset prepares u for a new DATA phase, keeping its writers.
-func (u *Unstuffer) Reset() {
-	u.state, u.held, u.end, u.contentErr, u.rawErr = stStart, u.held[:0], nil, nil, nil
-}
+// ErrAmbiguousEnd reports a "." line with so many CRs before its LF that
+// whether it ends the data depends on the server's line_length_limit.
+var ErrAmbiguousEnd = errors.New("smtp: end-of-data line with too many CRs: framing depends on the server's line_length_limit")
 
 // Feed processes p. It returns how many bytes of p belong to the data (the
 // end line included) and whether the end line was seen; bytes after the end
-// line are not consumed. err is the first error of Raw: a caller relaying
-// the data must stop. Errors of Content are remembered (ContentErr) but do
-// not stop the parsing, so the framing stays right whatever happens to the
-// copy.
+// line are not consumed. err is the first error of Raw (a caller relaying
+// the data must stop) or ErrAmbiguousEnd. Errors of Content are remembered
+// (ContentErr) but do not stop the parsing, so the framing stays right
+// whatever happens to the copy.
 func (u *Unstuffer) Feed(p []byte) (n int, done bool, err error) {
 	i := 0
 	for i < len(p) {
@@ -83,26 +89,32 @@ func (u *Unstuffer) Feed(p []byte) (n int, done bool, err error) {
 				return i + 1, true, u.rawErr
 			case '\r':
 				u.held = append(u.held, '\r')
-				u.state = stDotCR
 				i++
+				if len(u.held) > MinLineLimit {
+					// Too long to hold: pass it on as content; an LF
+					// still to come makes it ambiguous.
+					u.emit(u.held, u.held[1:])
+					u.held = u.held[:0]
+					u.state = stDotCRs
+				}
 			default:
-				// A stuffed dot: the server sees it, the content does not.
-				u.emit(u.held, nil)
+				// A stuffed dot: the server sees it, the content does
+				// not. The CRs after it are content: Postfix drops only
+				// CRs right before an LF.
+				u.emit(u.held, u.held[1:])
 				u.held = u.held[:0]
 				u.state = stMid
 			}
-		case stDotCR:
-			if p[i] == '\n' {
-				u.end = append(u.held, '\n')
-				u.held = nil
-				u.state = stStart
-				return i + 1, true, u.rawErr
+		case stDotCRs:
+			switch p[i] {
+			case '\n':
+				return i, false, ErrAmbiguousEnd
+			case '\r':
+				u.emit(p[i:i+1], p[i:i+1])
+				i++
+			default:
+				u.state = stMid
 			}
-			// ".\r" then something else: Postfix strips only a CR before
-			// LF, so this line is not the end; its dot is unstuffed.
-			u.emit(u.held, u.held[1:])
-			u.held = u.held[:0]
-			u.state = stMid
 		}
 	}
 	return i, false, u.rawErr
@@ -117,16 +129,12 @@ func (u *Unstuffer) emit(raw, content []byte) {
 	}
 }
 
-// EndLine returns the end-of-data line as sent (".\r\n" or ".\n") once Feed
-// has reported done.
+// EndLine returns the end-of-data line as sent ("." and its CRs and LF)
+// once Feed has reported done.
 func (u *Unstuffer) EndLine() []byte { return u.end }
 
 // ContentErr returns the first error of the Content writer.
 func (u *Unstuffer) ContentErr() error { return u.contentErr }
-
-// Pending reports whether Feed has consumed bytes that it has not yet passed
-// to Raw (a line-start "." or ".\r" awaiting the next byte).
-func (u *Unstuffer) Pending() bool { return len(u.held) > 0 }
 
 // ReadData reads DATA content from r up to and including the end-of-data
 // line, writing the unstuffed content to w. It returns the number of content
@@ -144,8 +152,11 @@ func ReadData(r *bufio.Reader, w io.Writer) (int64, error) {
 			}
 		}
 		buf, _ := r.Peek(r.Buffered())
-		n, done, _ := u.Feed(buf)
+		n, done, err := u.Feed(buf)
 		r.Discard(n)
+		if err != nil {
+			return cw.n, err
+		}
 		if done {
 			// Feed keeps framing after a Content error, so the rest of
 			// the session is never taken as data.

@@ -8,30 +8,41 @@ import (
 	"testing"
 )
 
-// reference frames and unstuffs data the slow, obvious way: split at LF,
-// strip one CR before the LF to compare with ".", drop one leading dot.
-func reference(in []byte) (content, raw, end []byte, consumed int, done bool) {
+// reference frames and unstuffs data the slow, obvious way Postfix's smtpd
+// does: split at LF, drop every CR before the LF, compare with "."; drop one
+// leading dot from other lines. A "." line with MinLineLimit or more CRs is
+// ambiguous (its LF is not consumed).
+func reference(in []byte) (content, raw, end []byte, consumed int, done, ambiguous bool) {
 	pos := 0
+	dotCRs := func(b []byte) (int, bool) { // "." then only CRs: how many
+		if len(b) == 0 || b[0] != '.' || len(bytes.Trim(b[1:], "\r")) > 0 {
+			return 0, false
+		}
+		return len(b) - 1, true
+	}
 	for pos < len(in) {
 		j := bytes.IndexByte(in[pos:], '\n')
 		if j < 0 {
-			// An unfinished last line: "." or ".\r" may still become the
-			// end line, so it is held; anything else is passed on.
+			// An unfinished last line: "." and up to MinLineLimit-1 CRs
+			// may still become the end line, so it is held; anything
+			// else is passed on.
 			rest := in[pos:]
-			if string(rest) == "." || string(rest) == ".\r" {
-				return content, raw, nil, len(in), false
+			if k, ok := dotCRs(rest); ok && k < MinLineLimit {
+				return content, raw, nil, len(in), false, false
 			}
 			if rest[0] == '.' {
 				rest = rest[1:]
 			}
 			content = append(content, rest...)
 			raw = append(raw, in[pos:]...)
-			return content, raw, nil, len(in), false
+			return content, raw, nil, len(in), false, false
 		}
 		line := in[pos : pos+j+1]
-		body := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
-		if string(body) == "." {
-			return content, raw, line, pos + j + 1, true
+		if k, ok := dotCRs(line[:j]); ok {
+			if k < MinLineLimit {
+				return content, raw, line, pos + j + 1, true, false
+			}
+			return append(content, line[1:j]...), append(raw, line[:j]...), nil, pos + j, false, true
 		}
 		raw = append(raw, line...)
 		if line[0] == '.' {
@@ -40,26 +51,29 @@ func reference(in []byte) (content, raw, end []byte, consumed int, done bool) {
 		content = append(content, line...)
 		pos += j + 1
 	}
-	return content, raw, nil, pos, false
+	return content, raw, nil, pos, false, false
 }
 
-func feedAll(t testing.TB, in []byte, chunk int) (content, raw, end []byte, consumed int, done bool) {
+func feedAll(t testing.TB, in []byte, chunk int) (content, raw, end []byte, consumed int, done, ambiguous bool) {
 	var c, r bytes.Buffer
 	u := Unstuffer{Content: &c, Raw: &r}
 	for len(in) > 0 && !done {
 		n := min(chunk, len(in))
 		k, d, err := u.Feed(in[:n])
+		consumed += k
+		if err == ErrAmbiguousEnd {
+			return c.Bytes(), r.Bytes(), nil, consumed, false, true
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !d && k != n {
 			t.Fatalf("Feed consumed %d of %d without finishing", k, n)
 		}
-		consumed += k
 		done = d
 		in = in[k:]
 	}
-	return c.Bytes(), r.Bytes(), u.EndLine(), consumed, done
+	return c.Bytes(), r.Bytes(), u.EndLine(), consumed, done, false
 }
 
 func TestUnstuffer(t *testing.T) {
@@ -74,7 +88,11 @@ func TestUnstuffer(t *testing.T) {
 		{"bare LF end", "a\n.\n", "a\n", ".\n", -1},
 		{"CRLF then bare LF end", "a\r\n.\n", "a\r\n", ".\n", -1},
 		{"dot CR not LF", "a\r\n.\rx\r\n.\r\n", "a\r\n\rx\r\n", ".\r\n", -1},
-		{"dot CR CR LF is not end", ".\r\r\n.\r\n", "\r\r\n", ".\r\n", -1},
+		{"dot CR CR LF ends", "a\r\n.\r\r\nMAIL", "a\r\n", ".\r\r\n", 7},
+		{"bare LF dot CR CR LF ends", "a\n.\r\r\n", "a\n", ".\r\r\n", -1},
+		{"dot and 511 CRs ends", "a\n." + strings.Repeat("\r", 511) + "\n", "a\n", "." + strings.Repeat("\r", 511) + "\n", -1},
+		{"dot CRs x is content", ".\r\r\rx\r\n.\r\n", "\r\r\rx\r\n", ".\r\n", -1},
+		{"dot many CRs x is content", "." + strings.Repeat("\r", 600) + "x\n.\n", strings.Repeat("\r", 600) + "x\n", ".\n", -1},
 		{"bare CR is not a line end", "a\r.\r\n.\r\n", "a\r.\r\n", ".\r\n", -1},
 		{"dot mid line", "a.b\r\n.\r\n", "a.b\r\n", ".\r\n", -1},
 		{"NUL and 8-bit", "a\x00\xff\xfe\r\n.\r\n", "a\x00\xff\xfe\r\n", ".\r\n", -1},
@@ -89,7 +107,7 @@ func TestUnstuffer(t *testing.T) {
 				want = len(tt.in)
 			}
 			for chunk := 1; chunk <= len(tt.in); chunk++ {
-				content, raw, end, consumed, done := feedAll(t, []byte(tt.in), chunk)
+				content, raw, end, consumed, done, _ := feedAll(t, []byte(tt.in), chunk)
 				if string(content) != tt.content || string(end) != tt.end || consumed != want || done != (tt.end != "") {
 					t.Fatalf("chunk %d: content %q end %q consumed %d done %v; want %q %q %d",
 						chunk, content, end, consumed, done, tt.content, tt.end, want)
@@ -99,6 +117,24 @@ func TestUnstuffer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAmbiguousEnd: with MinLineLimit CRs or more, whether "." ends the
+// data depends on the server's line_length_limit: Feed stops before the LF.
+func TestAmbiguousEnd(t *testing.T) {
+	in := "a\r\n." + strings.Repeat("\r", MinLineLimit) + "\nQUIT\r\n"
+	for _, chunk := range []int{1, 7, len(in)} {
+		content, raw, _, consumed, done, amb := feedAll(t, []byte(in), chunk)
+		if !amb || done || consumed != len(in)-len("\nQUIT\r\n") {
+			t.Fatalf("chunk %d: ambiguous %v done %v consumed %d", chunk, amb, done, consumed)
+		}
+		if string(raw) != in[:consumed] || string(content) != "a\r\n"+strings.Repeat("\r", MinLineLimit) {
+			t.Fatalf("chunk %d: raw %q content %q", chunk, raw, content)
+		}
+	}
+	if _, err := ReadData(bufio.NewReader(strings.NewReader(in)), io.Discard); err != ErrAmbiguousEnd {
+		t.Fatalf("ReadData: err %v", err)
 	}
 }
 
@@ -156,15 +192,15 @@ func TestReadDataContentError(t *testing.T) {
 }
 
 func FuzzUnstuffer(f *testing.F) {
-	for _, s := range []string{".\r\n", "a\r\n..b\r\n.\r\n", ".\rx\n.\n", "\r\n.\r\r\n.\n", "x\x00\n.\nQUIT\r\n", "..", ".\r"} {
+	for _, s := range []string{".\r\n", "a\r\n..b\r\n.\r\n", ".\rx\n.\n", "\r\n.\r\r\n.\n", "\n.\r\r\r\nMAIL", ".\r\r\rx\n", "x\x00\n.\nQUIT\r\n", "..", ".\r"} {
 		f.Add([]byte(s), uint8(1))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
-		wc, wr, we, wn, wd := reference(in)
-		c, r, e, n, d := feedAll(t, in, int(chunk)+1)
-		if !bytes.Equal(c, wc) || !bytes.Equal(e, we) || n != wn || d != wd {
-			t.Fatalf("in %q chunk %d: got content %q end %q n %d done %v; want %q %q %d %v",
-				in, chunk+1, c, e, n, d, wc, we, wn, wd)
+		wc, wr, we, wn, wd, wa := reference(in)
+		c, r, e, n, d, a := feedAll(t, in, int(chunk)+1)
+		if !bytes.Equal(c, wc) || !bytes.Equal(e, we) || n != wn || d != wd || a != wa {
+			t.Fatalf("in %q chunk %d: got content %q end %q n %d done %v ambiguous %v; want %q %q %d %v %v",
+				in, chunk+1, c, e, n, d, a, wc, we, wn, wd, wa)
 		}
 		if !bytes.Equal(r, wr) {
 			t.Fatalf("in %q: raw %q, want %q", in, r, wr)

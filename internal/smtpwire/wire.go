@@ -9,44 +9,6 @@ import (
 	"strings"
 )
 
-// Command is one SMTP command line, split at the first space.
-type Command struct {
-	Verb string // upper case
-	Arg  string // the rest, without the line end
-}
-
-// ParseCommand splits a command line. It never fails: an empty or odd line
-// gives an empty or odd verb, and the server decides what it means.
-func ParseCommand(line []byte) Command {
-	line = bytes.TrimRight(line, "\r\n")
-	verb, arg, _ := bytes.Cut(line, []byte(" "))
-	return Command{Verb: strings.ToUpper(string(verb)), Arg: string(arg)}
-}
-
-// ParsePath parses the argument of MAIL or RCPT: "FROM:<addr> PARAM..." with
-// prefix "FROM:" (or "TO:"). It tolerates a space after the colon and a
-// missing pair of angle brackets, as Postfix does, and keeps quoted local
-// parts whole. The address is returned without brackets; params as sent.
-func ParsePath(arg, prefix string) (addr string, params []string, err error) {
-	if len(arg) < len(prefix) || !strings.EqualFold(arg[:len(prefix)], prefix) {
-		return "", nil, fmt.Errorf("smtp: %q: want %s", arg, prefix)
-	}
-	rest := strings.TrimLeft(arg[len(prefix):], " ")
-	if strings.HasPrefix(rest, "<") {
-		end, ok := closingBracket(rest)
-		if !ok {
-			return "", nil, fmt.Errorf("smtp: %q: unterminated <address>", arg)
-		}
-		addr, rest = rest[1:end], rest[end+1:]
-	} else {
-		addr, rest, _ = strings.Cut(rest, " ")
-	}
-	if params = strings.Fields(rest); len(params) == 0 {
-		params = nil
-	}
-	return addr, params, nil
-}
-
 // closingBracket finds the '>' that closes s[0] == '<', skipping quoted
 // strings and backslash escapes (RFC 5321 Quoted-string).
 func closingBracket(s string) (int, bool) {
@@ -87,27 +49,6 @@ func DecodeXtext(s string) (string, error) {
 		i += 2
 	}
 	return b.String(), nil
-}
-
-// ParseXforward parses XFORWARD's NAME=value attributes. Values are
-// xtext-decoded; "[UNAVAILABLE]" and "[TEMPUNAVAIL]" values are dropped,
-// as they carry no information. Names are upper-cased.
-func ParseXforward(arg string) map[string]string {
-	attrs := map[string]string{}
-	for _, f := range strings.Fields(arg) {
-		name, val, ok := strings.Cut(f, "=")
-		if !ok {
-			continue
-		}
-		if dec, err := DecodeXtext(val); err == nil {
-			val = dec
-		}
-		if val == "[UNAVAILABLE]" || val == "[TEMPUNAVAIL]" {
-			continue
-		}
-		attrs[strings.ToUpper(name)] = val
-	}
-	return attrs
 }
 
 // Reply is a server reply: every line as received, line ends included.

@@ -8,42 +8,6 @@ import (
 	"testing"
 )
 
-func TestParsePath(t *testing.T) {
-	tests := []struct {
-		arg, prefix, addr string
-		params            []string
-		err               bool
-	}{
-		{"FROM:<alice@example.org> SIZE=430 BODY=8BITMIME", "FROM:", "alice@example.org", []string{"SIZE=430", "BODY=8BITMIME"}, false},
-		{"FROM:<>", "FROM:", "", nil, false},
-		{"from: <a@b>", "FROM:", "a@b", nil, false},
-		{"FROM:a@b SIZE=1", "FROM:", "a@b", []string{"SIZE=1"}, false},
-		{"TO:<\"a >b\"@example.net> ORCPT=rfc822;x@y", "TO:", "\"a >b\"@example.net", []string{"ORCPT=rfc822;x@y"}, false},
-		{"TO:<a@b", "TO:", "", nil, true},
-		{"TO<a@b>", "TO:", "", nil, true},
-		{"", "FROM:", "", nil, true},
-	}
-	for _, tt := range tests {
-		addr, params, err := ParsePath(tt.arg, tt.prefix)
-		if (err != nil) != tt.err || addr != tt.addr || !reflect.DeepEqual(params, tt.params) {
-			t.Errorf("ParsePath(%q) = %q %q %v; want %q %q err=%v", tt.arg, addr, params, err, tt.addr, tt.params, tt.err)
-		}
-	}
-}
-
-func TestParseCommand(t *testing.T) {
-	for in, want := range map[string]Command{
-		"mail FROM:<a@b>\r\n": {"MAIL", "FROM:<a@b>"},
-		"DATA\n":              {"DATA", ""},
-		"\r\n":                {"", ""},
-		"EHLO  x\r\n":         {"EHLO", " x"},
-	} {
-		if got := ParseCommand([]byte(in)); got != want {
-			t.Errorf("ParseCommand(%q) = %+v, want %+v", in, got, want)
-		}
-	}
-}
-
 func TestXtext(t *testing.T) {
 	tests := []struct {
 		in, out string
@@ -62,7 +26,7 @@ func TestXtext(t *testing.T) {
 			t.Errorf("DecodeXtext(%q) = %q, %v", tt.in, out, err)
 		}
 	}
-	got := ParseXforward("NAME=host.example ADDR=127.0.0.1 PORT=52578 HELO=a+20b IDENT=[UNAVAILABLE] proto=ESMTP junk")
+	got := ParseXforward(strings.Fields("NAME=host.example ADDR=127.0.0.1 PORT=52578 HELO=a+20b IDENT=[UNAVAILABLE] proto=ESMTP junk"))
 	want := map[string]string{"NAME": "host.example", "ADDR": "127.0.0.1", "PORT": "52578", "HELO": "a b", "PROTO": "ESMTP"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ParseXforward = %v", got)
@@ -138,25 +102,6 @@ func FuzzReadReply(f *testing.F) {
 		}
 		_ = rep.Text()
 		_ = rep.QueueID()
-	})
-}
-
-func FuzzParsePath(f *testing.F) {
-	f.Add("FROM:<a@b> SIZE=1")
-	f.Add("TO:<\"x\\\"y\"@z>")
-	f.Fuzz(func(t *testing.T, arg string) {
-		addr, params, err := ParsePath(arg, "FROM:")
-		if err != nil {
-			return
-		}
-		if !strings.Contains(arg, addr) {
-			t.Fatalf("address %q not in %q", addr, arg)
-		}
-		for _, p := range params {
-			if strings.ContainsAny(p, " ") || !strings.Contains(arg, p) {
-				t.Fatalf("param %q", p)
-			}
-		}
 	})
 }
 

@@ -116,6 +116,9 @@ func TestDaemonHardening(t *testing.T) {
 			"SystemCallFilter":        "@system-service",
 			"Restart":                 "on-failure",
 			"KillSignal":              "SIGTERM",
+			"SyslogFacility":          "mail",
+			// Debian's real Postfix unit is postfix@-.service.
+			"Before": "postfix.service postfix@-.service",
 		} {
 			if got, ok := kv[k]; !ok || got != want {
 				t.Errorf("%s: %s=%q, want %q", unit, k, got, want)
@@ -127,6 +130,32 @@ func TestDaemonHardening(t *testing.T) {
 		}
 		if m := regexp.MustCompile(`--shutdown-timeout[ =](\S+)`).FindStringSubmatch(kv["ExecStart"]); m != nil {
 			t.Errorf("%s: ExecStart sets --shutdown-timeout %s: update this test's expectation", unit, m[1])
+		}
+	}
+}
+
+// TestUnitDocs: every document a unit names, in Documentation= or in its
+// comments, exists in this repository.
+func TestUnitDocs(t *testing.T) {
+	docRef := regexp.MustCompile(`(?:share/doc/mailarchive/|\bdocs/)([A-Za-z0-9_.-]+\.md)|\b(README\.md)`)
+	for _, u := range units {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs := docRef.FindAllStringSubmatch(string(b), -1)
+		for _, m := range refs {
+			name := m[1] + m[2]
+			path := filepath.Join("../../docs", name)
+			if name == "README.md" {
+				path = "../../README.md"
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("%s names %s: %v", u, m[0], err)
+			}
+		}
+		if len(refs) == 0 && strings.HasSuffix(u, ".service") {
+			t.Errorf("%s names no documentation", u)
 		}
 	}
 }

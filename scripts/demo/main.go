@@ -1,23 +1,56 @@
 // Command demo is `make demo`: it starts proxy_archiver in front of the
 // project's SMTP sink, sends a few varied messages through it, and shows
-// the archive. It needs no Postfix: only the binaries in bin/.
+// the archive. Then it runs a compliance officer's session on that archive
+// with the real filer and mailarchive (workflow.go): index, search, show,
+// seal, verify (and catch a tampered copy), prove one message, export. It
+// needs no Postfix: only the binaries in bin/. It exits non-zero as soon
+// as a step's exit status or output is not what it must be.
+//
+// However it ends, it leaves nothing running: on SIGINT, SIGTERM, SIGHUP
+// or SIGPIPE (its output piped into head) it stops the sink, the proxy and
+// the step running before it exits, and if it is killed outright the
+// kernel stops them (Pdeathsig).
 package main
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
 
+// Pdeathsig is delivered when the thread that started the child ends, not
+// the process: start the children from the main thread, which lives as
+// long as the process.
+func init() { runtime.LockOSThread() }
+
+var keep = flag.Bool("keep", false, "leave the proxy and the sink running after the demo, until ^C, to send your own mail through them")
+
 func main() {
-	if err := run(); err != nil {
+	flag.Parse()
+	sigs := make(chan os.Signal, 1)
+	// SIGPIPE: with it caught, a write to a closed pipe fails (EPIPE) and
+	// the signal arrives here, instead of killing the demo on the spot.
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	go func() {
+		sig := <-sigs
+		stopAll()
+		fmt.Fprintf(os.Stderr, "demo: %v: stopped\n", sig)
+		os.Exit(128 + int(sig.(syscall.Signal)))
+	}()
+	err := run()
+	stopAll()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -32,15 +65,61 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
+// child is a started program.
+type child struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+var (
+	childMu  sync.Mutex
+	children []*child
+)
+
 // start runs bin/NAME with its log going to LOGDIR/NAME.log.
-func start(logDir, name string, args ...string) (*exec.Cmd, error) {
+func start(logDir, name string, args ...string) (*child, error) {
 	cmd := exec.Command(filepath.Join("bin", name), args...)
 	log, err := os.Create(filepath.Join(logDir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = log, log
-	return cmd, cmd.Start()
+	return launch(cmd)
+}
+
+// launch starts cmd as a child that stopAll stops and that the kernel
+// stops if the demo dies.
+func launch(cmd *exec.Cmd) (*child, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	childMu.Lock()
+	defer childMu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(c.exited) }()
+	children = append(children, c)
+	return c, nil
+}
+
+// stop ends the child with SIGTERM, or SIGKILL if it takes too long.
+func (c *child) stop() {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(5 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+}
+
+// stopAll stops every child started.
+func stopAll() {
+	childMu.Lock()
+	defer childMu.Unlock()
+	for _, c := range children {
+		c.stop()
+	}
 }
 
 func waitListening(addr string) error {
@@ -92,7 +171,7 @@ type sample struct {
 }
 
 var samples = []sample{
-	{"plain message, two recipients", "alice@example.org", []string{"bob@example.net", "carol@example.net"},
+	{"plain message, two recipients and a Bcc (dave)", "alice@example.org", []string{"bob@example.net", "carol@example.net", "dave@example.net"},
 		"From: Alice <alice@example.org>\r\nTo: bob@example.net, carol@example.net\r\nSubject: Quarterly report\r\nMessage-ID: <demo-1@example.org>\r\n\r\nHello Bob and Carol,\r\nthe report is attached.\r\n", false},
 	{"lines starting with a dot (dot-stuffed on the wire)", "alice@example.org", []string{"bob@example.net"},
 		"From: alice@example.org\r\nSubject: dots\r\nMessage-ID: <demo-2@example.org>\r\n\r\n.hidden line\r\n..two dots\r\n.\r\nend\r\n", true},
@@ -177,17 +256,16 @@ func send(addr string, s sample) error {
 }
 
 func run() error {
-	out, _ := filepath.Abs("demo-out")
+	// Relative, as the reader types the commands the steps show.
+	const out = "demo-out"
 	os.RemoveAll(out)
 	archiveDir, sinkDir := filepath.Join(out, "archive"), filepath.Join(out, "sink")
 	os.MkdirAll(sinkDir, 0o755)
 	sinkAddr, proxyAddr := freeAddr(), freeAddr()
 
-	sink, err := start(out, "smtpsink", "-l", sinkAddr, "-d", sinkDir, "--reject-rcpt", "reject")
-	if err != nil {
+	if _, err := start(out, "smtpsink", "-l", sinkAddr, "-d", sinkDir, "--reject-rcpt", "reject"); err != nil {
 		return err
 	}
-	defer func() { sink.Process.Signal(syscall.SIGTERM); sink.Wait() }()
 	if err := waitListening(sinkAddr); err != nil {
 		return err
 	}
@@ -195,8 +273,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	stopProxy := func() { px.Process.Signal(syscall.SIGTERM); px.Wait() }
-	defer stopProxy()
 	if err := waitListening(proxyAddr); err != nil {
 		return err
 	}
@@ -207,7 +283,9 @@ func run() error {
 			return fmt.Errorf("%s: %w", s.what, err)
 		}
 	}
-	stopProxy()
+	if !*keep {
+		px.stop() // its log is complete
+	}
 
 	fmt.Printf("\n== the archive: %s\n\n", archiveDir)
 	ents, _ := os.ReadDir(archiveDir)
@@ -242,6 +320,21 @@ func run() error {
 	if err := compare(sinkDir, archiveDir); err != nil {
 		return err
 	}
-	fmt.Printf("Everything is under %s: archive/, what the sink received in sink/, and the logs.\n", out)
+	ids, err := itemIDs(archiveDir)
+	if err != nil {
+		return err
+	}
+	if err := workflow(out, archiveDir, ids); err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(out)
+	fmt.Printf("\nEverything is under %s: archive/, what the sink received in sink/, the logs,\n"+
+		"keys/, the proof bundle, the mbox and the tampered copy. Every step did what it should.\n", abs)
+	if *keep {
+		fmt.Printf("\nproxy_archiver still listens on %s (archive %s), the sink on %s: try\n"+
+			"    swaks --server %s --from you@example.org --to bob@example.net\n"+
+			"Press ^C to stop them.\n", proxyAddr, archiveDir, sinkAddr, proxyAddr)
+		select {} // until a signal
+	}
 	return nil
 }
