@@ -24,8 +24,10 @@ const (
 )
 
 // Record spools one access: the action, the query (or argument) as typed
-// and the IDs it returned. Callers must treat an error as fatal to the
-// access (show nothing that could not be recorded).
+// and the IDs it returned. Callers treat an error as fatal: the command
+// exits 2 and says so. show and proof record before they output anything;
+// search and export record once their results are known (they stream), so
+// there a failure to record is reported after the output.
 func Record(root, action, query string, ids []string) error {
 	return sealog.RecordAudit(root, User(), action, query, ids, time.Now())
 }

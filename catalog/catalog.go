@@ -25,7 +25,7 @@ import (
 // SchemaVersion is the layout of the tables below. A catalog with an older
 // version is rebuilt by the next Update: it is only a cache. One with a
 // newer version is left alone (ErrNewer).
-const SchemaVersion = 2
+const SchemaVersion = 3 // 3: CJK characters indexed one token each
 
 // DefaultPath is where the catalog of an archive root lives.
 func DefaultPath(root string) string { return filepath.Join(root, "index", "catalog.sqlite") }

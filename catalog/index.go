@@ -537,8 +537,8 @@ func (s *stmts) add(ctx context.Context, r *Record) error {
 	for _, a := range d.Attachments {
 		names = append(names, a.Name)
 	}
-	if _, err := s.fts.ExecContext(ctx, rowid, r.Sender, d.From, joinWords(r.Rcpts), d.To, d.Cc, d.Subject,
-		d.Text, joinWords(names), d.Headers); err != nil {
+	if _, err := s.fts.ExecContext(ctx, rowid, r.Sender, splitCJK(d.From), joinWords(r.Rcpts), splitCJK(d.To), splitCJK(d.Cc),
+		splitCJK(d.Subject), splitCJK(d.Text), splitCJK(joinWords(names)), splitCJK(d.Headers)); err != nil {
 		return fmt.Errorf("catalog: add %s: %w", r.ID, err)
 	}
 	return nil

@@ -136,7 +136,7 @@ func ftsExpr(n query.Node) (string, bool) {
 		if n.IsExact() || isAddressTerm(n) {
 			return "", false
 		}
-		s := `"` + strings.ReplaceAll(n.Value, `"`, `""`) + `"`
+		s := `"` + strings.ReplaceAll(splitCJK(n.Value), `"`, `""`) + `"`
 		if n.Prefix {
 			s += " *"
 		}

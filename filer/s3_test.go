@@ -308,7 +308,7 @@ func TestS3Unavailable(t *testing.T) {
 	stall := s3test.Stall(t)
 	start := time.Now()
 	code, _, errs = runMain("--to", "s3://arch/mail", "--endpoint", stall, "--timeout", "1s", root)
-	if code != ExitUnavailable || !strings.Contains(errs, "kept locally") {
+	if code != ExitUnavailable || !strings.Contains(errs, "kept locally") || !strings.Contains(errs, "no answer in time") {
 		t.Errorf("server hangs: exit %d %q", code, errs)
 	}
 	if d := time.Since(start); d > 20*time.Second {

@@ -279,6 +279,14 @@ func shortError(err error) string {
 	if errors.As(err, &ae) {
 		return ae.ErrorCode() + ": " + ae.ErrorMessage()
 	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe.Error() // "dial tcp 10.0.0.5:7070: connect: connection refused"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		return "no answer in time (" + err.Error() + ")"
+	}
 	return err.Error()
 }
 
