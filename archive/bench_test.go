@@ -6,15 +6,16 @@ import (
 )
 
 // BenchmarkCommit measures durable items of 10 KiB written by 20 concurrent
-// writers (as 20 proxy sessions would), with directory fsyncs shared (group
-// commit) and, for comparison, each writer running its own.
+// writers (as 20 proxy sessions would): through the journal (the default),
+// and without it (four fsyncs per item), with directory fsyncs shared
+// (group commit) and, for comparison, each writer running its own.
 //
 //	go test -run '^$' -bench Commit -benchtime 2000x ./archive
 func BenchmarkCommit(b *testing.B) {
 	msg := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 160)
-	for _, mode := range []string{"group", "each"} {
+	for _, mode := range []string{"journal", "group", "each"} {
 		b.Run(mode, func(b *testing.B) {
-			s, err := Open(b.TempDir(), Options{})
+			s, err := Open(b.TempDir(), Options{NoJournal: mode != "journal"})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -44,25 +45,31 @@ func BenchmarkCommit(b *testing.B) {
 }
 
 // BenchmarkCommitSerial is one writer's latency per durable 10 KiB item (one
-// proxy session): Create, Write, Sync, Commit.
+// proxy session): Create, Write, Prepare, Commit; through the journal and
+// without it.
 func BenchmarkCommitSerial(b *testing.B) {
 	msg := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 160)
-	s, err := Open(b.TempDir(), Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(msg)))
-	for i := 0; i < b.N; i++ {
-		w, err := s.Create()
-		if err != nil {
-			b.Fatal(err)
-		}
-		w.Write(msg)
-		if err := w.Sync(); err != nil {
-			b.Fatal(err)
-		}
-		if err := w.Commit(&Envelope{Source: SourceProxy}); err != nil {
-			b.Fatal(err)
-		}
+	for _, mode := range []string{"journal", "classic"} {
+		b.Run(mode, func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{NoJournal: mode != "journal"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(msg)))
+			for i := 0; i < b.N; i++ {
+				w, err := s.Create()
+				if err != nil {
+					b.Fatal(err)
+				}
+				w.Write(msg)
+				env := &Envelope{Source: SourceProxy}
+				if err := w.Prepare(env); err != nil {
+					b.Fatal(err)
+				}
+				if err := w.Commit(env); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

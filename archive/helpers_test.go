@@ -15,14 +15,33 @@ import (
 	"testing"
 )
 
-// newTestStore opens a store in a fresh directory, with a fixed host name
-// and a logger that says nothing.
+// newTestStore opens a store in a fresh directory, with a fixed host name,
+// a logger that says nothing, and small journal segments.
 func newTestStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(t.TempDir(), Options{
-		Host:   "archive.test",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	return newTestStoreOpt(t, Options{})
+}
+
+// newFileStore is newTestStore whose writers stream into tmp/ID.eml as the
+// wrapper's do (after Reopen) and big messages do: the tests of the file
+// protocol's steps use it.
+func newFileStore(t *testing.T) *Store {
+	t.Helper()
+	return newTestStore(t)
+}
+
+// testSegment is the journal segment size of the tests' stores.
+const testSegment = 1 << 20
+
+// newTestStoreOpt is newTestStore with other options.
+func newTestStoreOpt(t *testing.T, opt Options) *Store {
+	t.Helper()
+	opt.Host = "archive.test"
+	opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if opt.JournalSegmentSize == 0 {
+		opt.JournalSegmentSize = testSegment
+	}
+	s, err := Open(t.TempDir(), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +66,7 @@ func names(t *testing.T, dir string) []string {
 // rootNames lists the root without its tmp/.
 func rootNames(t *testing.T, s *Store) []string {
 	t.Helper()
-	return slices.DeleteFunc(names(t, s.root), func(n string) bool { return n == "tmp" })
+	return slices.DeleteFunc(names(t, s.root), func(n string) bool { return n == "tmp" || n == journalDirName })
 }
 
 func exists(path string) bool {
@@ -130,6 +149,9 @@ type faultFS struct {
 	syncDirErr  map[string]error
 	afterCreate func(name string) // runs after a successful create
 
+	// The journal's syscalls (set before the store writes).
+	journalWriteErr, datasyncErr error
+
 	mu      sync.Mutex
 	created []string
 	files   map[string]*faultFile
@@ -148,7 +170,39 @@ func newFaultFS(s *Store) *faultFS {
 		files:      map[string]*faultFile{},
 	}
 	s.fs = fsys{create: ff.create, rename: ff.rename, remove: osFS.remove, syncDir: ff.syncDir}
+	if j := s.journal; j != nil {
+		realWrite, realSync := j.pwritev, j.datasync
+		j.pwritev = func(f *os.File, bufs [][]byte, off int64) error {
+			ff.mu.Lock()
+			err := ff.journalWriteErr
+			ff.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			return realWrite(f, bufs, off)
+		}
+		j.datasync = func(f *os.File) error {
+			ff.mu.Lock()
+			err := ff.datasyncErr
+			ff.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			return realSync(f)
+		}
+	}
 	return ff
+}
+
+// clear ends every fault.
+func (ff *faultFS) clear() {
+	ff.mu.Lock()
+	defer ff.mu.Unlock()
+	for _, m := range []map[string]error{ff.createErr, ff.writeErr, ff.syncErr, ff.closeErr, ff.renameErr, ff.syncDirErr} {
+		clear(m)
+	}
+	clear(ff.writeOK)
+	ff.journalWriteErr, ff.datasyncErr = nil, nil
 }
 
 // faultExt is the extension a fault is keyed by: the scratch .json.new that

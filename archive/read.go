@@ -214,8 +214,9 @@ func (r *Reader) ListRoot(skip ...string) (RootListing, error) {
 // reservedDir are directories of the root that belong to the read side
 // (catalog, log, audit trail): not foreign, not items.
 // remote/ holds the records of items in object storage (remote.go), holds/
-// the legal holds (package retention).
-var reservedDir = map[string]bool{"index": true, "log": true, "audit": true, RemoteDir: true, "holds": true}
+// the legal holds (package retention), .wal/ the writers' journal
+// (journal.go).
+var reservedDir = map[string]bool{"index": true, "log": true, "audit": true, RemoteDir: true, "holds": true, journalDirName: true}
 
 // reservedFile reports whether a dot file in the root is one of ours
 // (including the temporary name WriteDestination writes through).

@@ -38,10 +38,39 @@ type RecoverReport struct {
 // Recover is safe to run at any time, concurrently with writers.
 func (s *Store) Recover() RecoverReport {
 	var rep RecoverReport
+	// The journal first: records that crashed processes or an earlier boot
+	// left put items back under tmp/; the segments of processes that
+	// exited are checkpointed (one syncfs makes their items durable in
+	// their own files).
+	_, errs := s.replayJournal(true)
+	rep.Errors = append(rep.Errors, errs...)
+	if s.journal != nil {
+		s.journal.flushOrphans() // closed items a full disk kept in the journal
+	}
+	s.sweep(&rep)
+	for _, id := range rep.Recovered {
+		s.log.Warn("recovered an item left by a crashed writer", "id", id)
+	}
+	for _, err := range rep.Errors {
+		s.log.Error("recovery failed", "err", err)
+	}
+	// A sweep that found nothing is worth a line only when debugging.
+	lvl := slog.LevelDebug
+	if len(rep.Recovered) > 0 || len(rep.Removed) > 0 || len(rep.Foreign) > 0 || len(rep.Errors) > 0 {
+		lvl = slog.LevelInfo
+	}
+	s.log.Log(context.Background(), lvl, "recovery sweep",
+		"recovered", len(rep.Recovered), "removed", len(rep.Removed),
+		"busy", rep.Busy, "foreign", len(rep.Foreign), "errors", len(rep.Errors))
+	return rep
+}
+
+// sweep makes items of what writers left under tmp/.
+func (s *Store) sweep(rep *RecoverReport) {
 	ents, err := os.ReadDir(s.tmp)
 	if err != nil {
 		rep.Errors = append(rep.Errors, fmt.Errorf("archive: recover: %w", err))
-		return rep
+		return
 	}
 	stems := map[string]bool{}
 	for _, e := range ents {
@@ -67,23 +96,8 @@ func (s *Store) Recover() RecoverReport {
 		stems[stem] = true
 	}
 	for id := range stems {
-		s.recoverOne(id, &rep)
+		s.recoverOne(id, rep)
 	}
-	for _, id := range rep.Recovered {
-		s.log.Warn("recovered an item left by a crashed writer", "id", id)
-	}
-	for _, err := range rep.Errors {
-		s.log.Error("recovery failed", "err", err)
-	}
-	// A sweep that found nothing is worth a line only when debugging.
-	lvl := slog.LevelDebug
-	if len(rep.Recovered) > 0 || len(rep.Removed) > 0 || len(rep.Foreign) > 0 || len(rep.Errors) > 0 {
-		lvl = slog.LevelInfo
-	}
-	s.log.Log(context.Background(), lvl, "recovery sweep",
-		"recovered", len(rep.Recovered), "removed", len(rep.Removed),
-		"busy", rep.Busy, "foreign", len(rep.Foreign), "errors", len(rep.Errors))
-	return rep
 }
 
 // RecoverEvery runs Recover every interval until ctx is done. Long-running
@@ -198,6 +212,11 @@ func (s *Store) recoveredEnvelope(id string, msg *os.File, tmpJSON string) (*Env
 	if b, err := os.ReadFile(tmpJSON); err == nil {
 		if json.Unmarshal(b, env) != nil || env.ID != id {
 			env = &Envelope{} // torn write: start over
+		}
+	}
+	if env.ID == "" {
+		if je := s.journalEnv(id); je != nil {
+			env = je // the envelope of Prepare, kept in the journal
 		}
 	}
 	if env.ID == "" {

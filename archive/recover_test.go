@@ -237,7 +237,7 @@ func TestRecoverBetweenRenames(t *testing.T) {
 
 // (e): a live writer is never touched, wherever its commit stands.
 func TestRecoverLiveWriter(t *testing.T) {
-	s := newTestStore(t)
+	s := newFileStore(t)
 	w, err := s.Create("live")
 	if err != nil {
 		t.Fatal(err)

@@ -43,6 +43,24 @@ var osFS = fsys{
 	syncDir: SyncDir,
 }
 
+// noSyncFS is fs without fsyncs, for a tmpfs.
+func noSyncFS(fs fsys) fsys {
+	create := fs.create
+	fs.create = func(name string) (file, error) {
+		f, err := create(name)
+		if err != nil {
+			return nil, err
+		}
+		return noSyncFile{f}, nil
+	}
+	fs.syncDir = func(string) error { return nil }
+	return fs
+}
+
+type noSyncFile struct{ file }
+
+func (noSyncFile) Sync() error { return nil }
+
 // FileMode is the mode of every archived file: the archive group may read,
 // nobody else may.
 const FileMode = 0o640
@@ -53,7 +71,11 @@ func createExcl(name string) (file, error) {
 		return nil, err
 	}
 	// A restrictive umask must not make the item unreadable to the archive
-	// group, and a permissive one must not widen it.
+	// group, and a permissive one must not widen it. The fstat spares the
+	// usual case a metadata change (a filesystem journal handle).
+	if fi, err := f.Stat(); err == nil && fi.Mode() == FileMode {
+		return f, nil
+	}
 	if err := f.Chmod(FileMode); err != nil {
 		f.Close()
 		os.Remove(name)
@@ -87,12 +109,23 @@ type Store struct {
 
 	// Directory fsyncs are shared by concurrent writers (group commit).
 	tmpSync, rootSync *groupSync
+
+	// The write-ahead journal; nil when Options.NoJournal.
+	journal *journal
 }
 
 // Options configure a Store. The zero value is usable.
 type Options struct {
 	Logger *slog.Logger // default: slog.Default()
 	Host   string       // default: os.Hostname()
+
+	// NoJournal makes every item durable by fsyncing its own files (four
+	// fsyncs per item) instead of by a journal record (one fdatasync
+	// shared by the writers waiting). Both keep the same promise.
+	NoJournal bool
+	// JournalSegmentSize is the size of a journal segment file; default
+	// DefaultSegmentSize. Messages over a quarter of it bypass the journal.
+	JournalSegmentSize int64
 }
 
 // Open opens the archive root dir, creating it and its tmp/ if needed.
@@ -127,6 +160,26 @@ func Open(dir string, opt Options) (*Store, error) {
 		// A restrictive umask must not lock the archive group out.
 		if err := os.Chmod(d, 0o750); err != nil {
 			return nil, fmt.Errorf("archive: %w", err)
+		}
+	}
+	if onTmpfs(dir) {
+		// Nothing on a tmpfs survives a reboot and its fsyncs do nothing:
+		// neither the journal nor the fsync syscalls would buy anything.
+		s.fs = noSyncFS(s.fs)
+	} else if !opt.NoJournal {
+		if j := newJournal(s, opt.JournalSegmentSize); j != nil {
+			s.journal = j
+		}
+	}
+	// Records of an earlier boot may hold the only copy of items whose
+	// files were still in the page cache: put them back before anything
+	// else happens.
+	if put, errs := s.replayJournal(false); len(put) > 0 || len(errs) > 0 {
+		for _, err := range errs {
+			s.log.Error("archive: journal replay failed", "err", err)
+		}
+		if len(put) > 0 {
+			s.Recover()
 		}
 	}
 	return s, nil
@@ -168,6 +221,16 @@ type fileWriter struct {
 	done     bool
 	tmpEML   string
 	tmpJSON  string
+
+	// The journal's view: while classic is false the whole message is in
+	// jbuf, and jOff bytes of it are in records of jseg's generation jgen.
+	classic     bool
+	jbuf        []byte
+	jseg        *segment
+	jgen        uint64
+	jOff        int64
+	journaled   bool   // a record of this item exists: Abort says so
+	provisional []byte // the envelope of Prepare, held only in the journal
 }
 
 // Create starts a new item. The tags become part of its ID (the wrapper's).
@@ -180,6 +243,11 @@ func (s *Store) create(tags ...string) (*fileWriter, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.createFile(id, tags)
+}
+
+// createFile starts the item id as a file in tmp/.
+func (s *Store) createFile(id string, tags []string) (*fileWriter, error) {
 	w := &fileWriter{
 		s:       s,
 		id:      id,
@@ -187,6 +255,7 @@ func (s *Store) create(tags ...string) (*fileWriter, error) {
 		sum:     sha256.New(),
 		tmpEML:  filepath.Join(s.tmp, id+".eml"),
 		tmpJSON: filepath.Join(s.tmp, id+".json"),
+		classic: s.journal == nil,
 	}
 	f, err := s.fs.create(w.tmpEML)
 	if err != nil {
@@ -213,8 +282,11 @@ func (w *fileWriter) Size() int64 { return w.size }
 // Err returns the first write error, if any.
 func (w *fileWriter) Err() error { return w.err }
 
-func (w *fileWriter) rel(p string) string {
-	if r, err := filepath.Rel(w.s.root, p); err == nil {
+func (w *fileWriter) rel(p string) string { return w.s.relPath(p) }
+
+// relPath is p relative to the root, for messages.
+func (s *Store) relPath(p string) string {
+	if r, err := filepath.Rel(s.root, p); err == nil {
 		return r
 	}
 	return p
@@ -232,6 +304,13 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	if n > 0 {
 		w.synced = false
+		if !w.classic {
+			if w.size+int64(n) > w.s.journal.maxItem() {
+				w.classic, w.jbuf = true, nil // too big: its own fsyncs
+			} else {
+				w.jbuf = append(w.jbuf, p[:n]...)
+			}
+		}
 	}
 	w.sum.Write(p[:n])
 	w.hdr.write(p[:n])
@@ -252,6 +331,18 @@ func (w *fileWriter) Sync() error {
 	}
 	if w.synced {
 		return nil
+	}
+	if !w.classic {
+		err := w.journalPut(envNone, nil, true, false, nil)
+		if err == nil {
+			w.synced = true
+			return nil
+		}
+		if !w.classic {
+			return err
+		}
+		// The journal is unavailable: this item makes its own files
+		// durable.
 	}
 	if err := w.f.Sync(); err != nil {
 		w.err = fmt.Errorf("archive: fsync %s: %w", w.rel(w.tmpEML), unwrapPath(err))
@@ -281,12 +372,30 @@ func (w *fileWriter) Prepare(env *Envelope) error {
 	if env == nil {
 		env = &Envelope{}
 	}
+	e := *env // the caller's envelope gets its fields filled by Commit only
+	w.fillEnvelope(&e)
+	if !w.classic {
+		b, err := encodeEnvelope(&e)
+		if err != nil {
+			return err
+		}
+		// The envelope goes into the journal only: a sweep after this
+		// process dies finds it there (a checkpoint carries it forward
+		// while the item waits for its commit), and Close writes it out.
+		if err := w.journalPut(envProvisional, b, true, true, nil); err != nil {
+			if !w.classic { // else the journal was unavailable: fall through
+				return err
+			}
+		} else {
+			w.provisional = b
+			w.synced, w.prepared = true, true
+			return nil
+		}
+	}
 	if err := w.f.Sync(); err != nil {
 		w.err = fmt.Errorf("archive: fsync %s: %w", w.rel(w.tmpEML), unwrapPath(err))
 		return w.err
 	}
-	e := *env // the caller's envelope gets its fields filled by Commit only
-	w.fillEnvelope(&e)
 	if err := w.s.writeJSON(w.tmpJSON, &e); err != nil {
 		w.err = err
 		return err
@@ -320,6 +429,13 @@ func (w *fileWriter) Commit(env *Envelope) error {
 	}
 	if env == nil {
 		env = &Envelope{}
+	}
+	if !w.classic {
+		err := w.commitJournaled(env)
+		if err == nil || !w.classic {
+			return err
+		}
+		w.err = nil // the journal is unavailable: commit the classic way
 	}
 	if err := w.Sync(); err != nil {
 		return err
@@ -358,34 +474,160 @@ func (w *fileWriter) Commit(env *Envelope) error {
 	return nil
 }
 
+// commitJournaled commits an item through the journal: the envelope
+// goes into tmp/ID.json without an fsync, the record with every byte not
+// yet journaled and the final envelope is made durable, and only then are
+// the files renamed into the root. The checkpoint makes the files durable
+// later.
+func (w *fileWriter) commitJournaled(env *Envelope) error {
+	if w.err != nil {
+		return w.err
+	}
+	w.fillEnvelope(env)
+	b, err := encodeEnvelope(env)
+	if err != nil {
+		return err
+	}
+	if err := w.s.writeJSONBytes(w.tmpJSON, b, false); err != nil {
+		w.s.fs.remove(w.tmpJSON) // never a torn envelope beside the bytes
+		return err
+	}
+	// After Prepare, the bytes and an envelope are durable already, and
+	// the MTA was told nothing before that: the final envelope's record
+	// need not hold up the reply. It is durable with the next fdatasync
+	// (started now); until then a power loss leaves the item as Prepare
+	// left it, as a crash between Prepare and Commit always did.
+	lazy := w.prepared && w.jOff == int64(len(w.jbuf))
+	err = w.journalPut(envFinal, b, !lazy, false, func() error {
+		killPoint("commit-durable")
+		if err := w.s.fs.rename(w.tmpEML, w.s.Path(w.id, ".eml")); err != nil {
+			return fmt.Errorf("archive: rename %s: %w", w.rel(w.tmpEML), unwrapPath(err))
+		}
+		killPoint("commit-between-renames")
+		if err := w.s.fs.rename(w.tmpJSON, w.s.Path(w.id, ".json")); err != nil {
+			return fmt.Errorf("archive: rename %s: %w", w.rel(w.tmpJSON), unwrapPath(err))
+		}
+		return nil
+	})
+	if err != nil {
+		if w.classic {
+			// No journal after all: the classic commit writes it anew.
+			w.s.fs.remove(w.tmpJSON)
+		}
+		return err
+	}
+	w.done = true
+	w.unhold()
+	w.f.Close() // releases the lock
+	return nil
+}
+
+// unhold drops the writer's message copy and its place in the journal's
+// list of prepared items.
+func (w *fileWriter) unhold() {
+	if w.s.journal != nil {
+		w.s.journal.unhold(w.id)
+	}
+	w.provisional, w.jbuf = nil, nil
+}
+
+// journalPut appends a record of the bytes not yet in the journal (all of
+// them if the writer's last record went to another segment or generation)
+// and an envelope, waits until it is durable, and runs after while the
+// record still protects the item from a checkpoint. A failure to journal
+// is sticky, like a write error.
+//
+// Without wait it does not wait for the fdatasync but has one started. With
+// hold, the journal holds on to the item from the record on (no checkpoint
+// or done mark passes it) until the writer ends: its envelope is in the
+// journal only.
+func (w *fileWriter) journalPut(envKind uint8, env []byte, wait, hold bool, after func() error) error {
+	j := w.s.journal
+	if j.unavailable() {
+		w.classic, w.jbuf = true, nil
+		return errJournalUnavailable
+	}
+	seg, rec, err := j.appendRec(func(seg *segment) *record {
+		off := w.jOff
+		if seg != w.jseg || seg.hdr.gen != w.jgen {
+			off = 0
+		}
+		return &record{kind: recItem, envKind: envKind, id: w.id, env: env, dataOff: off, data: w.jbuf[off:]}
+	})
+	if err != nil {
+		if errors.Is(err, errJournalUnavailable) {
+			w.classic, w.jbuf = true, nil
+			return err
+		}
+		w.err = err
+		return err
+	}
+	w.journaled = true
+	w.jseg, w.jgen, w.jOff = seg, rec.gen, int64(len(w.jbuf))
+	if hold {
+		j.hold(w.id, env, w.jbuf, seg, rec.gen)
+	}
+	defer j.release(seg)
+	if !wait {
+		j.syncSoon(seg)
+	} else if err := j.sync(seg); err != nil {
+		w.err = err
+		return err
+	}
+	if after != nil {
+		return after()
+	}
+	return nil
+}
+
 func (w *fileWriter) fillEnvelope(env *Envelope) {
+	fillEnvelope(w.s, env, w.id, w.tags, &w.hdr, w.size, w.sum)
+}
+
+// fillEnvelope fills in what the store knows of an item: version, ID,
+// time, host, tags and the message fields.
+func fillEnvelope(s *Store, env *Envelope, id string, tags []string, hdr *headerCapture, size int64, sum hash.Hash) {
 	env.Version = Version
-	env.ID = w.id
+	env.ID = id
 	if env.ArchivedAt.IsZero() {
-		env.ArchivedAt = w.s.now()
+		env.ArchivedAt = s.now()
 	}
 	env.ArchivedAt = env.ArchivedAt.UTC()
 	if env.Host == "" {
-		env.Host = w.s.host
+		env.Host = s.host
 	}
-	if env.Tags == nil && len(w.tags) > 0 {
-		env.Tags = append([]string(nil), w.tags...)
+	if env.Tags == nil && len(tags) > 0 {
+		env.Tags = append([]string(nil), tags...)
 	}
-	env.Message = w.hdr.fields()
-	env.Message.Size = w.size
-	env.Message.SHA256 = hex.EncodeToString(w.sum.Sum(nil))
+	env.Message = hdr.fields()
+	env.Message.Size = size
+	env.Message.SHA256 = hex.EncodeToString(sum.Sum(nil))
 }
 
-// writeJSON writes env to path (which must not exist) and fsyncs it.
-func (s *Store) writeJSON(path string, env *Envelope) error {
+// encodeEnvelope is the ID.json form of env.
+func encodeEnvelope(env *Envelope) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false) // keep <addr@example> greppable
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(env); err != nil {
-		return fmt.Errorf("archive: encode envelope %s: %w", env.ID, err)
+		return nil, fmt.Errorf("archive: encode envelope %s: %w", env.ID, err)
 	}
-	b := buf.Bytes()
+	return buf.Bytes(), nil
+}
+
+// writeJSON writes env to path (which must not exist) and fsyncs it.
+func (s *Store) writeJSON(path string, env *Envelope) error {
+	b, err := encodeEnvelope(env)
+	if err != nil {
+		return err
+	}
+	return s.writeJSONBytes(path, b, true)
+}
+
+// writeJSONBytes writes an encoded envelope to path (which must not
+// exist), and fsyncs it if sync.
+func (s *Store) writeJSONBytes(path string, b []byte, sync bool) error {
 	rel := path
 	if r, err := filepath.Rel(s.root, path); err == nil {
 		rel = r
@@ -398,9 +640,11 @@ func (s *Store) writeJSON(path string, env *Envelope) error {
 		f.Close()
 		return fmt.Errorf("archive: write %s: %w", rel, unwrapPath(err))
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("archive: fsync %s: %w", rel, unwrapPath(err))
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("archive: fsync %s: %w", rel, unwrapPath(err))
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("archive: close %s: %w", rel, unwrapPath(err))
@@ -415,11 +659,21 @@ const scratchSuffix = ".json.new"
 
 // replaceJSON writes env to path+".new" durably and renames it over path.
 func (s *Store) replaceJSON(path string, env *Envelope) error {
+	b, err := encodeEnvelope(env)
+	if err != nil {
+		return err
+	}
+	return s.replaceJSONBytes(path, b, true)
+}
+
+// replaceJSONBytes writes an encoded envelope to a scratch file, fsynced if
+// sync, and renames it over path: a crash leaves the one or the other.
+func (s *Store) replaceJSONBytes(path string, b []byte, sync bool) error {
 	scratch := strings.TrimSuffix(path, ".json") + scratchSuffix
 	if err := s.fs.remove(scratch); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("archive: remove stale %s: %w", filepath.Base(scratch), unwrapPath(err))
 	}
-	if err := s.writeJSON(scratch, env); err != nil {
+	if err := s.writeJSONBytes(scratch, b, sync); err != nil {
 		return err
 	}
 	if err := s.fs.rename(scratch, path); err != nil {
@@ -436,6 +690,11 @@ func (w *fileWriter) Abort() error {
 		return nil
 	}
 	w.done = true
+	if w.journaled {
+		// So that a replay does not make the item after all.
+		w.s.journal.note(&record{kind: recAbort, id: w.id})
+	}
+	w.unhold()
 	// Remove while still holding the lock, so that a recovery sweep never
 	// takes these files for a crashed writer's; the .json first, so no
 	// item is visible for a moment without its message.
@@ -459,7 +718,59 @@ func (w *fileWriter) Close() error {
 		return nil
 	}
 	w.done = true
+	if w.provisional != nil && !present(w.tmpJSON) && !present(w.s.Path(w.id, ".json")) {
+		// The sweep must find the envelope of Prepare beside the bytes
+		// once the journal has let go of it; the checkpoint's syncfs makes
+		// it durable before that.
+		if err := w.s.writeJSONBytes(w.tmpJSON, w.provisional, false); err != nil {
+			w.s.fs.remove(w.tmpJSON)
+			// A full disk: the journal keeps the envelope (carried forward
+			// by every checkpoint) until it can be written.
+			w.s.journal.holdOrphan(w.id, w.provisional, w.jbuf, w.jseg, w.jgen)
+			w.provisional, w.jbuf = nil, nil
+			w.s.log.Error("archive: cannot write the envelope of a closed item; the journal keeps it", "id", w.id, "err", err)
+			return w.f.Close()
+		}
+	}
+	w.unhold()
 	return w.f.Close()
+}
+
+// writeTmpItem writes an item's bytes and envelope to tmp/ID.eml and
+// tmp/ID.json, without fsync, for the sweep.
+func (s *Store) writeTmpItem(id string, data, env []byte) error {
+	eml := filepath.Join(s.tmp, id+".eml")
+	if !present(eml) {
+		if err := s.writeFileBytes(eml, data); err != nil {
+			s.fs.remove(eml) // never a torn copy beside the journal's
+			return err
+		}
+	}
+	js := filepath.Join(s.tmp, id+".json")
+	if present(js) {
+		return nil
+	}
+	if err := s.writeJSONBytes(js, env, false); err != nil {
+		s.fs.remove(js)
+		return err
+	}
+	return nil
+}
+
+// writeFileBytes writes b to path (which must not exist), without fsync.
+func (s *Store) writeFileBytes(path string, b []byte) error {
+	f, err := s.fs.create(path)
+	if err != nil {
+		return fmt.Errorf("archive: create %s: %w", s.relPath(path), unwrapPath(err))
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("archive: write %s: %w", s.relPath(path), unwrapPath(err))
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("archive: close %s: %w", s.relPath(path), unwrapPath(err))
+	}
+	return nil
 }
 
 // unwrapPath drops the *PathError wrapper, whose absolute path would repeat

@@ -57,7 +57,7 @@ func commit(t *testing.T, s *Store, msg []byte, chunk int, env *Envelope, tags .
 
 func TestCommit(t *testing.T) {
 	setUmask(t, 0o077)
-	s := newTestStore(t)
+	s := newFileStore(t)
 	at := time.Date(2026, 11, 24, 14, 5, 1, 123_456_789, time.FixedZone("CET", 3600))
 	s.now = func() time.Time { return at }
 
@@ -257,7 +257,7 @@ func TestCommitMessageFields(t *testing.T) {
 // TestSyncThenWrite: bytes written after an explicit Sync must still be
 // made durable by Commit.
 func TestSyncThenWrite(t *testing.T) {
-	s := newTestStore(t)
+	s := newTestStoreOpt(t, Options{NoJournal: true})
 	ff := newFaultFS(s)
 	w, err := s.Create()
 	if err != nil {
@@ -288,37 +288,55 @@ type failCase struct {
 	errno   error
 	// where the message bytes are after Close: "tmp" or "root".
 	emlAfterClose string
+	// mode is the store it applies to: "classic" (Options.NoJournal),
+	// "journal", or "" for both.
+	mode string
 }
 
 var failCases = []failCase{
 	{"write ENOSPC", func(ff *faultFS) { ff.writeErr[".eml"], ff.writeOK[".eml"] = syscall.ENOSPC, 100 },
-		"archive: write tmp/ID.eml: no space left on device", syscall.ENOSPC, "tmp"},
+		"archive: write tmp/ID.eml: no space left on device", syscall.ENOSPC, "tmp", ""},
 	{"fsync .eml EIO", func(ff *faultFS) { ff.syncErr[".eml"] = syscall.EIO },
-		"archive: fsync tmp/ID.eml: input/output error", syscall.EIO, "tmp"},
+		"archive: fsync tmp/ID.eml: input/output error", syscall.EIO, "tmp", "classic"},
 	{"fsync tmp/ EIO", func(ff *faultFS) { ff.syncDirErr["tmp"] = syscall.EIO },
-		"archive: fsync tmp/: input/output error", syscall.EIO, "tmp"},
+		"archive: fsync tmp/: input/output error", syscall.EIO, "tmp", "classic"},
 	{"create .json ENOSPC", func(ff *faultFS) { ff.createErr[".json"] = syscall.ENOSPC },
-		"archive: create tmp/ID.json: no space left on device", syscall.ENOSPC, "tmp"},
+		"archive: create tmp/ID.json: no space left on device", syscall.ENOSPC, "tmp", ""},
 	{"create .json EACCES", func(ff *faultFS) { ff.createErr[".json"] = syscall.EACCES },
-		"archive: create tmp/ID.json: permission denied", syscall.EACCES, "tmp"},
+		"archive: create tmp/ID.json: permission denied", syscall.EACCES, "tmp", ""},
 	{"write .json ENOSPC", func(ff *faultFS) { ff.writeErr[".json"], ff.writeOK[".json"] = syscall.ENOSPC, 20 },
-		"archive: write tmp/ID.json: no space left on device", syscall.ENOSPC, "tmp"},
+		"archive: write tmp/ID.json: no space left on device", syscall.ENOSPC, "tmp", ""},
 	{"fsync .json EIO", func(ff *faultFS) { ff.syncErr[".json"] = syscall.EIO },
-		"archive: fsync tmp/ID.json: input/output error", syscall.EIO, "tmp"},
+		"archive: fsync tmp/ID.json: input/output error", syscall.EIO, "tmp", "classic"},
 	{"close .json EIO", func(ff *faultFS) { ff.closeErr[".json"] = syscall.EIO },
-		"archive: close tmp/ID.json: input/output error", syscall.EIO, "tmp"},
+		"archive: close tmp/ID.json: input/output error", syscall.EIO, "tmp", ""},
 	{"rename .eml", func(ff *faultFS) { ff.renameErr[".eml"] = syscall.EXDEV },
-		"archive: rename tmp/ID.eml: invalid cross-device link", syscall.EXDEV, "tmp"},
+		"archive: rename tmp/ID.eml: invalid cross-device link", syscall.EXDEV, "tmp", ""},
 	{"rename .json", func(ff *faultFS) { ff.renameErr[".json"] = syscall.EIO },
-		"archive: rename tmp/ID.json: input/output error", syscall.EIO, "root"},
+		"archive: rename tmp/ID.json: input/output error", syscall.EIO, "root", ""},
 	{"fsync root EIO", func(ff *faultFS) { ff.syncDirErr["root"] = syscall.EIO },
-		"archive: fsync ROOT: input/output error", syscall.EIO, "root"},
+		"archive: fsync ROOT: input/output error", syscall.EIO, "root", "classic"},
+	{"journal write EIO", func(ff *faultFS) { ff.journalWriteErr = syscall.EIO },
+		"archive: write journal: input/output error", syscall.EIO, "tmp", "journal"},
+	{"journal fdatasync EIO", func(ff *faultFS) { ff.datasyncErr = syscall.EIO },
+		"archive: fdatasync journal: input/output error", syscall.EIO, "tmp", "journal"},
+}
+
+// storeModes are the two ways a store makes items durable.
+var storeModes = []struct {
+	name string
+	opt  Options
+}{{"journal", Options{}}, {"classic", Options{NoJournal: true}}}
+
+// newModeStore opens a store of a mode of storeModes, with file writers.
+func newModeStore(t *testing.T, opt Options) *Store {
+	return newTestStoreOpt(t, opt)
 }
 
 func TestCreateFails(t *testing.T) {
 	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EACCES, syscall.EMFILE} {
 		t.Run(errno.Error(), func(t *testing.T) {
-			s := newTestStore(t)
+			s := newFileStore(t)
 			ff := newFaultFS(s)
 			ff.createErr[".eml"] = errno
 			w, err := s.Create("tag")
@@ -345,106 +363,111 @@ func TestCreateFails(t *testing.T) {
 
 func TestCommitFails(t *testing.T) {
 	msg := []byte(sampleMsg)
-	for _, tc := range failCases {
-		for _, ending := range []string{"Abort", "Close"} {
-			t.Run(tc.name+"/"+ending, func(t *testing.T) {
-				s := newTestStore(t)
-				ff := newFaultFS(s)
-				tc.setup(ff)
-				w, err := s.Create("tag")
-				if err != nil {
-					t.Fatal(err)
-				}
-				id := w.ID()
-				want := strings.ReplaceAll(strings.ReplaceAll(tc.wantErr, "ID", id), "ROOT", s.root)
-
-				var written []byte // what reached the file
-				n, werr := w.Write(msg[:150])
-				written = append(written, msg[:n]...)
-				if werr == nil {
-					n, werr = w.Write(msg[150:])
-					written = append(written, msg[150:150+n]...)
-				}
-				if werr != nil {
-					if werr.Error() != want {
-						t.Errorf("Write error = %q\nwant %q", werr, want)
-					}
-					if n, err := w.Write([]byte("more")); n != 0 || err != werr {
-						t.Errorf("Write after a failed Write = %d, %v; want 0 and the same error", n, err)
-					}
-					if w.Err() != werr {
-						t.Errorf("Err() = %v, want %v", w.Err(), werr)
-					}
-					if err := w.Sync(); err != werr {
-						t.Errorf("Sync after a failed Write = %v, want the same error", err)
-					}
-				}
-				if w.Size() != int64(len(written)) {
-					t.Errorf("Size() = %d, %d bytes reached the file", w.Size(), len(written))
-				}
-
-				err = w.Commit(&Envelope{Source: SourceProxy, MailFrom: &MailFrom{Addr: "j@example.com"}, Outcome: OutcomeAccepted})
-				if err == nil {
-					t.Fatal("Commit succeeded")
-				}
-				if err.Error() != want {
-					t.Errorf("Commit error = %q\nwant %q", err, want)
-				}
-				if !errors.Is(err, tc.errno) {
-					t.Errorf("Commit error %v does not wrap %v", err, tc.errno)
-				}
-				if exists(s.Path(id, ".json")) {
-					t.Errorf("%s.json is in the root after a failed Commit: the item is visible", id)
-				}
-
-				switch ending {
-				case "Abort":
-					if err := w.Abort(); err != nil {
-						t.Errorf("Abort: %v", err)
-					}
-					if got := names(t, s.tmp); len(got) != 0 {
-						t.Errorf("tmp/ after Abort = %q, want empty", got)
-					}
-					if got := rootNames(t, s); len(got) != 0 {
-						t.Errorf("root after Abort = %q, want empty", got)
-					}
-				case "Close":
-					if err := w.Close(); err != nil {
-						t.Errorf("Close: %v", err)
-					}
-					where := s.tmp
-					if tc.emlAfterClose == "root" {
-						where = s.root
-					}
-					b, err := os.ReadFile(filepath.Join(where, id+".eml"))
+	for _, mode := range storeModes {
+		for _, tc := range failCases {
+			if tc.mode != "" && tc.mode != mode.name {
+				continue
+			}
+			for _, ending := range []string{"Abort", "Close"} {
+				t.Run(mode.name+"/"+tc.name+"/"+ending, func(t *testing.T) {
+					s := newModeStore(t, mode.opt)
+					ff := newFaultFS(s)
+					tc.setup(ff)
+					w, err := s.Create("tag")
 					if err != nil {
-						t.Fatalf("after Close the bytes are not in %s: %v", where, err)
+						t.Fatal(err)
 					}
-					if !bytes.Equal(b, written) {
-						t.Errorf("after Close the .eml holds %d bytes, %d were written", len(b), len(written))
+					id := w.ID()
+					want := strings.ReplaceAll(strings.ReplaceAll(tc.wantErr, "ID", id), "ROOT", s.root)
+
+					var written []byte // what reached the file
+					n, werr := w.Write(msg[:150])
+					written = append(written, msg[:n]...)
+					if werr == nil {
+						n, werr = w.Write(msg[150:])
+						written = append(written, msg[150:150+n]...)
 					}
-					// A recovery sweep makes an item of them.
-					s.fs = osFS
-					rep := s.Recover()
-					if len(rep.Errors) > 0 || rep.Busy != 0 {
-						t.Errorf("Recover: %+v", rep)
+					if werr != nil {
+						if werr.Error() != want {
+							t.Errorf("Write error = %q\nwant %q", werr, want)
+						}
+						if n, err := w.Write([]byte("more")); n != 0 || err != werr {
+							t.Errorf("Write after a failed Write = %d, %v; want 0 and the same error", n, err)
+						}
+						if w.Err() != werr {
+							t.Errorf("Err() = %v, want %v", w.Err(), werr)
+						}
+						if err := w.Sync(); err != werr {
+							t.Errorf("Sync after a failed Write = %v, want the same error", err)
+						}
 					}
-					if !exists(s.Path(id, ".json")) {
-						t.Fatalf("no item after Close and Recover; root = %q, tmp = %q", rootNames(t, s), names(t, s.tmp))
+					if w.Size() != int64(len(written)) {
+						t.Errorf("Size() = %d, %d bytes reached the file", w.Size(), len(written))
 					}
-					it := readItem(t, s, id)
-					if !bytes.Equal(it.eml, written) {
-						t.Errorf("recovered .eml differs from the bytes written")
+
+					err = w.Commit(&Envelope{Source: SourceProxy, MailFrom: &MailFrom{Addr: "j@example.com"}, Outcome: OutcomeAccepted})
+					if err == nil {
+						t.Fatal("Commit succeeded")
 					}
-					if got := names(t, s.tmp); len(got) != 0 {
-						t.Errorf("tmp/ after Recover = %q, want empty", got)
+					if err.Error() != want {
+						t.Errorf("Commit error = %q\nwant %q", err, want)
 					}
-				}
-				// Nothing is ever left behind as a message-less item.
-				if exists(s.Path(id, ".json")) && !exists(s.Path(id, ".eml")) {
-					t.Errorf("%s.json in the root without its .eml", id)
-				}
-			})
+					if !errors.Is(err, tc.errno) {
+						t.Errorf("Commit error %v does not wrap %v", err, tc.errno)
+					}
+					if exists(s.Path(id, ".json")) {
+						t.Errorf("%s.json is in the root after a failed Commit: the item is visible", id)
+					}
+
+					switch ending {
+					case "Abort":
+						if err := w.Abort(); err != nil {
+							t.Errorf("Abort: %v", err)
+						}
+						if got := names(t, s.tmp); len(got) != 0 {
+							t.Errorf("tmp/ after Abort = %q, want empty", got)
+						}
+						if got := rootNames(t, s); len(got) != 0 {
+							t.Errorf("root after Abort = %q, want empty", got)
+						}
+					case "Close":
+						if err := w.Close(); err != nil {
+							t.Errorf("Close: %v", err)
+						}
+						where := s.tmp
+						if tc.emlAfterClose == "root" {
+							where = s.root
+						}
+						b, err := os.ReadFile(filepath.Join(where, id+".eml"))
+						if err != nil {
+							t.Fatalf("after Close the bytes are not in %s: %v", where, err)
+						}
+						if !bytes.Equal(b, written) {
+							t.Errorf("after Close the .eml holds %d bytes, %d were written", len(b), len(written))
+						}
+						// A recovery sweep makes an item of them.
+						s.fs = osFS
+						rep := s.Recover()
+						if len(rep.Errors) > 0 || rep.Busy != 0 {
+							t.Errorf("Recover: %+v", rep)
+						}
+						if !exists(s.Path(id, ".json")) {
+							t.Fatalf("no item after Close and Recover; root = %q, tmp = %q", rootNames(t, s), names(t, s.tmp))
+						}
+						it := readItem(t, s, id)
+						if !bytes.Equal(it.eml, written) {
+							t.Errorf("recovered .eml differs from the bytes written")
+						}
+						if got := names(t, s.tmp); len(got) != 0 {
+							t.Errorf("tmp/ after Recover = %q, want empty", got)
+						}
+					}
+					// Nothing is ever left behind as a message-less item.
+					if exists(s.Path(id, ".json")) && !exists(s.Path(id, ".eml")) {
+						t.Errorf("%s.json in the root without its .eml", id)
+					}
+				})
+			}
 		}
 	}
 }
@@ -452,7 +475,7 @@ func TestCommitFails(t *testing.T) {
 // TestWriteShortWrite: a write that fails part-way counts and hashes only
 // the bytes that reached the file.
 func TestWriteShortWrite(t *testing.T) {
-	s := newTestStore(t)
+	s := newFileStore(t)
 	ff := newFaultFS(s)
 	ff.writeErr[".eml"], ff.writeOK[".eml"] = syscall.ENOSPC, 10
 	w, err := s.Create()
@@ -480,7 +503,7 @@ func TestWriteShortWrite(t *testing.T) {
 // TestAbortRemovesEverything: Abort after each commit step that succeeded
 // part-way leaves nothing, and reports removal errors other than ENOENT.
 func TestAbortRemoveError(t *testing.T) {
-	s := newTestStore(t)
+	s := newFileStore(t)
 	w, err := s.Create()
 	if err != nil {
 		t.Fatal(err)

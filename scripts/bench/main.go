@@ -10,7 +10,7 @@
 //
 //	go run ./scripts/bench                 # everything, full counts
 //	go run ./scripts/bench -scale 0.25     # quarter counts (say so when quoting)
-//	go run ./scripts/bench -only proxy     # sections: proxy,memory,latency,milter,wrapper,filer,search,log,objstore
+//	go run ./scripts/bench -only proxy     # sections: proxy,memory,latency,milter,chain,wrapper,filer,search,log,objstore
 //	go run ./scripts/bench -only search -search-n 20000   # the read side, fewer messages
 package main
 
@@ -46,7 +46,7 @@ type bench struct {
 
 func main() {
 	var b bench
-	only := flag.String("only", "", "comma-separated sections to run (default: all): proxy,memory,latency,milter,wrapper,filer,search,log,objstore")
+	only := flag.String("only", "", "comma-separated sections to run (default: all): proxy,memory,latency,milter,chain,wrapper,filer,search,log,objstore")
 	doc := flag.String("doc", "docs/bench.md,README.md", "comma-separated Markdown files whose bench section (between the bench markers) gets the table (empty: don't write)")
 	flag.Float64Var(&b.scale, "scale", 1, "multiply every message/item count by this (e.g. 0.25 for a quick run)")
 	flag.IntVar(&b.rounds, "rounds", 3, "rounds of each comparison; the table reports medians")
@@ -76,6 +76,7 @@ func main() {
 		{"memory", b.proxyMemory},
 		{"latency", b.proxyLatency},
 		{"milter", b.milterCost},
+		{"chain", b.chainCost},
 		{"wrapper", b.wrapperCost},
 		{"filer", b.filerCost},
 		{"search", b.searchCost},
