@@ -25,7 +25,7 @@ import (
 // SchemaVersion is the layout of the tables below. A catalog with an older
 // version is rebuilt by the next Update: it is only a cache. One with a
 // newer version is left alone (ErrNewer).
-const SchemaVersion = 3 // 3: CJK characters indexed one token each
+const SchemaVersion = 4 // 3: CJK characters one token each; 4: items.location
 
 // DefaultPath is where the catalog of an archive root lives.
 func DefaultPath(root string) string { return filepath.Join(root, "index", "catalog.sqlite") }
@@ -54,7 +54,8 @@ var schema = []string{
 		queueids TEXT NOT NULL DEFAULT '[]',
 		size INTEGER NOT NULL DEFAULT 0,
 		attachments INTEGER NOT NULL DEFAULT 0,
-		problem TEXT NOT NULL DEFAULT ''
+		problem TEXT NOT NULL DEFAULT '',
+		location TEXT NOT NULL DEFAULT ''
 	)`,
 	`CREATE INDEX items_stamp ON items(stamp)`,
 	`CREATE INDEX items_msgid ON items(msgid) WHERE msgid != ''`,

@@ -54,14 +54,16 @@ const batchSize = 2000
 type known struct {
 	rowid int64
 	dir   string
+	loc   string // Record.Location
 	seen  bool
 }
 
 // op is one change the writer makes.
 type op struct {
 	rec   *Record // add
-	rowid int64   // move (with dir) or remove (rec nil, remove set)
+	rowid int64   // move (with dir and loc) or remove (rec nil, remove set)
 	dir   string  // move
+	loc   string  // move: "" local, else the bucket URL
 	prob  *archive.Problem
 }
 
@@ -171,14 +173,14 @@ func (u *updater) run(ctx context.Context) error {
 func (u *updater) load(ctx context.Context) error {
 	u.known, u.days, u.read = map[string]*known{}, map[string]int64{}, map[string]int64{}
 	u.listed, u.failed = map[string]bool{}, map[string]bool{}
-	rows, err := u.c.db.QueryContext(ctx, `SELECT rowid, id, dir FROM items`)
+	rows, err := u.c.db.QueryContext(ctx, `SELECT rowid, id, dir, location FROM items`)
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
 	for rows.Next() {
 		k := &known{}
 		var id string
-		if err := rows.Scan(&k.rowid, &id, &k.dir); err != nil {
+		if err := rows.Scan(&k.rowid, &id, &k.dir, &k.loc); err != nil {
 			rows.Close()
 			return fmt.Errorf("catalog: %w", err)
 		}
@@ -220,9 +222,9 @@ func (u *updater) walk(ctx context.Context, todo chan<- archive.Item, ops chan<-
 		switch {
 		case k == nil:
 			todo <- it
-		case k.dir != it.Dir:
+		case k.dir != it.Dir || k.loc != Location(it):
 			k.seen = true
-			ops <- op{rowid: k.rowid, dir: it.Dir}
+			ops <- op{rowid: k.rowid, dir: it.Dir, loc: Location(it)}
 		default:
 			k.seen = true
 			u.res.Unchanged++
@@ -357,7 +359,7 @@ func (u *updater) write(ctx context.Context, ops <-chan op) error {
 				u.res.Unparsed++
 			}
 		default:
-			if _, err := st.move.ExecContext(ctx, o.dir, o.rowid); err != nil {
+			if _, err := st.move.ExecContext(ctx, o.dir, o.loc, o.rowid); err != nil {
 				return fmt.Errorf("catalog: %w", err)
 			}
 			u.res.Moved++
@@ -407,8 +409,8 @@ func (u *updater) finish(ctx context.Context) error {
 		it, err := u.r.Locate(id)
 		switch {
 		case err == nil:
-			if it.Dir != k.dir {
-				if _, err := st.move.ExecContext(ctx, it.Dir, k.rowid); err != nil {
+			if it.Dir != k.dir || Location(it) != k.loc {
+				if _, err := st.move.ExecContext(ctx, it.Dir, Location(it), k.rowid); err != nil {
 					return fmt.Errorf("catalog: %w", err)
 				}
 				u.res.Moved++
@@ -465,11 +467,11 @@ func prepare(ctx context.Context, tx *sql.Tx) (*stmts, error) {
 		q  string
 	}{
 		{&s.item, `INSERT INTO items(id, dir, stamp, archived_at, source, outcome, sender, rcpts, from_hdr, to_hdr,
-			subject, msgid, queueids, size, attachments, problem) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
+			subject, msgid, queueids, size, attachments, problem, location) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
 		{&s.attr, `INSERT INTO attrs(item, key, value) VALUES(?,?,?)`},
 		{&s.fts, `INSERT INTO fts(rowid, sender, from_hdr, rcpt, to_hdr, cc_hdr, subject, body, attachment, headers)
 			VALUES(?,?,?,?,?,?,?,?,?,?)`},
-		{&s.move, `UPDATE items SET dir = ? WHERE rowid = ?`},
+		{&s.move, `UPDATE items SET dir = ?, location = ? WHERE rowid = ?`},
 		{&s.delItem, `DELETE FROM items WHERE rowid = ?`},
 		{&s.delAttr, `DELETE FROM attrs WHERE item = ?`},
 		{&s.delFTS, `DELETE FROM fts WHERE rowid = ?`},
@@ -499,7 +501,7 @@ func (s *stmts) add(ctx context.Context, r *Record) error {
 		archivedAt = r.ArchivedAt.UTC().Format(time.RFC3339Nano)
 	}
 	res, err := s.item.ExecContext(ctx, r.ID, r.Dir, r.Stamp.Unix(), archivedAt, r.Source, r.Outcome, r.Sender,
-		jsonList(r.Rcpts), d.From, d.To, d.Subject, r.MessageID, jsonList(r.QueueIDs), r.Size, len(d.Attachments), r.Problem)
+		jsonList(r.Rcpts), d.From, d.To, d.Subject, r.MessageID, jsonList(r.QueueIDs), r.Size, len(d.Attachments), r.Problem, r.Location)
 	if err != nil {
 		return fmt.Errorf("catalog: add %s: %w", r.ID, err)
 	}

@@ -46,7 +46,10 @@ type Hit struct {
 	Size        int64     `json:"size"`
 	Attachments int       `json:"attachments"`
 	Problem     string    `json:"problem,omitempty"`
-	Copies      []Copy    `json:"copies,omitempty"`
+	// Location is "" for an item on local disk, else the URL of its
+	// message in object storage (s3://BUCKET/KEY).
+	Location string `json:"location,omitempty"`
+	Copies   []Copy `json:"copies,omitempty"`
 }
 
 // Copy is another item holding the same message, seen at another hook
@@ -238,7 +241,7 @@ func andOrKids(n query.Node) ([]query.Node, string) {
 }
 
 const hitColumns = `i.id, i.stamp, i.archived_at, i.source, i.outcome, i.sender, i.rcpts, i.from_hdr, i.to_hdr,
-	i.subject, i.msgid, i.queueids, i.size, i.attachments, i.problem`
+	i.subject, i.msgid, i.queueids, i.size, i.attachments, i.problem, i.location`
 
 func (c compiled) sql(cols string, opt SearchOptions) (string, []any) {
 	var sb strings.Builder
@@ -294,7 +297,7 @@ func (c *Catalog) Search(ctx context.Context, q query.Node, opt SearchOptions, f
 		var stamp int64
 		var rcpts, qids string
 		if err := rows.Scan(&h.ID, &stamp, &h.ArchivedAt, &h.Source, &h.Outcome, &h.Sender, &rcpts, &h.From, &h.To,
-			&h.Subject, &h.MessageID, &qids, &h.Size, &h.Attachments, &h.Problem); err != nil {
+			&h.Subject, &h.MessageID, &qids, &h.Size, &h.Attachments, &h.Problem, &h.Location); err != nil {
 			return fmt.Errorf("catalog: search: %w", err)
 		}
 		h.Date = time.Unix(stamp, 0).UTC()

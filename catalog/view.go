@@ -14,6 +14,7 @@ import (
 type Record struct {
 	ID         string
 	Dir        string // where its .json was found: "" (root) or YYYY/MM/DD
+	Location   string // "" on local disk, else the object's URL (s3://BUCKET/KEY)
 	Stamp      time.Time
 	ArchivedAt time.Time
 	Source     string // proxy, milter, wrapper; "" when not known (recovered)
@@ -38,7 +39,7 @@ type Record struct {
 // of the Postfix in front), macro i, and the ids of Received: fields (the
 // wrapper's Postfix writes its own there).
 func View(it archive.Item, env *archive.Envelope, doc *mimetext.Doc) Record {
-	r := Record{ID: it.ID, Dir: it.Dir, Stamp: it.Stamp, Doc: doc}
+	r := Record{ID: it.ID, Dir: it.Dir, Location: Location(it), Stamp: it.Stamp, Doc: doc}
 	if doc == nil {
 		r.Doc = &mimetext.Doc{}
 	}
@@ -74,4 +75,13 @@ func View(it archive.Item, env *archive.Envelope, doc *mimetext.Doc) Record {
 		r.MessageID = strings.Trim(r.Doc.MessageID, "<> ")
 	}
 	return r
+}
+
+// Location is where an item's files live, as the catalog records it: ""
+// for the local disk, else the URL of its message object in the bucket.
+func Location(it archive.Item) string {
+	if it.Remote == nil {
+		return ""
+	}
+	return strings.TrimSuffix(it.Remote.URL, "/") + "/" + strings.TrimPrefix(it.Remote.EMLKey, "/")
 }

@@ -426,6 +426,10 @@ func TestReadSideInBucket(t *testing.T) {
 	root := t.TempDir()
 	local := item(t, root, time.Now().Add(-time.Minute), "x")
 	remote := item(t, root, time.Now().Add(-48*time.Hour), "x")
+	// Indexed while both are local: the catalog must follow the move.
+	if code, sout, serr := run(t, readcmd.Index, "-d", root); code != 0 {
+		t.Fatalf("index: %d %q %q", code, sout, serr)
+	}
 	var out, errb bytes.Buffer
 	if code := filer.Main([]string{"--to", "s3://arch/m", "--older-than", "24h", root}, &out, &errb); code != 0 {
 		t.Fatalf("filer: %d %q %q", code, out.String(), errb.String())
@@ -436,6 +440,24 @@ func TestReadSideInBucket(t *testing.T) {
 	code, sout, serr := run(t, readcmd.Search, "-d", root, "--ids", "tag:x")
 	if code != 0 || !strings.Contains(sout, remote) || !strings.Contains(sout, local) {
 		t.Errorf("search: %d %q %q", code, sout, serr)
+	}
+	// The catalog records where each item lives, once index (run after
+	// every filer run) has seen the move.
+	if code, sout, serr := run(t, readcmd.Index, "-d", root); code != 0 {
+		t.Fatalf("index: %d %q %q", code, sout, serr)
+	}
+	code, sout, serr = run(t, readcmd.Search, "-d", root, "--json", "tag:x")
+	for _, line := range strings.Split(strings.TrimSpace(sout), "\n") {
+		var h struct{ ID, Location string }
+		if err := json.Unmarshal([]byte(line), &h); err != nil {
+			t.Fatalf("search --json: %v: %q (%d %q)", err, line, code, serr)
+		}
+		switch {
+		case h.ID == local && h.Location != "":
+			t.Errorf("local item's location = %q", h.Location)
+		case h.ID == remote && !strings.HasPrefix(h.Location, "s3://arch/m/") || h.ID == remote && !strings.HasSuffix(h.Location, remote+".eml"):
+			t.Errorf("bucket item's location = %q", h.Location)
+		}
 	}
 	code, sout, serr = run(t, readcmd.Show, "-d", root, "--raw", remote)
 	if code != 0 || sout != "Subject: "+remote+"\r\n\r\nbody\r\n" {
