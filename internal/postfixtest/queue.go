@@ -54,9 +54,16 @@ func (i *Instance) QueueIDs() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids := make([]string, len(q))
-	for n, e := range q {
-		ids[n] = e.QueueID
+	// postqueue walks the queue directories one after the other, so a
+	// message the queue manager moves meanwhile (deferred to active, as a
+	// retry starts) can be listed twice: it is one message.
+	var ids []string
+	seen := map[string]bool{}
+	for _, e := range q {
+		if !seen[e.QueueID] {
+			seen[e.QueueID] = true
+			ids = append(ids, e.QueueID)
+		}
 	}
 	return ids, nil
 }
