@@ -106,6 +106,7 @@ Exit status: 0 done, 1 items could not be logged (damage, listed), 2 error.`)
 	tsa := fs.String("tsa", "", "RFC 3161 time-stamping authority `URL` for each new checkpoint")
 	after := fs.Duration("seal-after", time.Hour, "seal a day this long after it ended (UTC)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	verbose := fs.BoolP("verbose", "v", false, "log progress and each day sealed on stderr (default: only warnings, so cron mails only trouble)")
 	if done, st := cli.Parse(e, fs, args); done {
 		return st
 	}
@@ -117,7 +118,11 @@ Exit status: 0 done, 1 items could not be logged (damage, listed), 2 error.`)
 	if err != nil {
 		return e.Errorf("%v", err)
 	}
-	log := slog.New(slog.NewTextHandler(e.Stderr, nil))
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: level}))
 	res, err := sealog.Seal(e.Ctx, sealog.SealOptions{Root: *dir, Filed: *filed, Signer: s, SealAfter: *after,
 		Publish: *publish, TSA: *tsa, Logger: log})
 	if *asJSON {
