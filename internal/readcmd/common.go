@@ -46,14 +46,24 @@ func addCommon(fs *pflag.FlagSet, dir *string) *common {
 	}
 }
 
-func (c *common) reader() (*archive.Reader, error) {
-	return archive.OpenReader(*c.dir, archive.ReaderOptions{Filed: *c.filed})
+func (c *common) reader(e *cli.Env) (*archive.Reader, error) {
+	r, err := archive.OpenReader(*c.dir, archive.ReaderOptions{Filed: *c.filed})
+	if err != nil {
+		return nil, err
+	}
+	// After a power loss, items of the last moments may look damaged
+	// until the journal is replayed: say so rather than let a reader
+	// take it for tampering.
+	if n, err := r.PendingReplay(); err == nil && n > 0 {
+		fmt.Fprintf(e.Stderr, "%s: warning: %d records: %v\n", e.Program, n, archive.ErrNotReplayed)
+	}
+	return r, nil
 }
 
 // open opens the archive and its catalog (building it if need be); on
 // failure it has said why and returns the exit status.
 func (c *common) open(e *cli.Env) (*archive.Reader, *catalog.Catalog, int) {
-	r, err := c.reader()
+	r, err := c.reader(e)
 	if err != nil {
 		return nil, nil, e.Errorf("%v", err)
 	}

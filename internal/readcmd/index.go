@@ -38,7 +38,7 @@ func runIndex(e *cli.Env, args []string) int {
 	if fs.NArg() > 0 {
 		return e.Errorf("unexpected argument %q (try --help)", fs.Arg(0))
 	}
-	r, err := c.reader()
+	r, err := c.reader(e)
 	if err != nil {
 		return e.Errorf("%v", err)
 	}

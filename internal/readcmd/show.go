@@ -52,7 +52,7 @@ func runShow(e *cli.Env, args []string) int {
 	if fs.NArg() != 1 {
 		return e.Errorf("want one ID (try --help)")
 	}
-	r, err := c.reader()
+	r, err := c.reader(e)
 	if err != nil {
 		return e.Errorf("%v", err)
 	}
