@@ -429,34 +429,18 @@ func (s *Store) journalEnv(id string) *Envelope {
 	var best []byte
 	var bestSeq uint64
 	final := false
-	h := make([]byte, recHeaderSize)
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), segExt) || !e.Type().IsRegular() {
 			continue
 		}
-		f, err := os.Open(filepath.Join(j.dir, e.Name()))
-		if err != nil {
-			continue
-		}
-		hdr, ok := readSegHeader(f)
-		fi, serr := f.Stat()
-		for off := int64(segHeaderSize); ok && serr == nil && off+recAlign <= fi.Size(); {
-			if readFull(f, h, off) != nil {
-				break
-			}
-			rh, valid := parseRecHead(h, hdr.gen)
-			if !valid {
-				break
-			}
+		eachRecordHead(filepath.Join(j.dir, e.Name()), func(f *os.File, rh recHead, off int64) {
 			if rh.idLen == int64(len(id)) && rh.envKind != envNone && rh.seq > bestSeq && (!final || rh.envKind == envFinal) {
 				meta := make([]byte, rh.idLen+rh.envLen)
 				if readFull(f, meta, off+recHeaderSize) == nil && string(meta[:rh.idLen]) == id {
 					best, bestSeq, final = meta[rh.idLen:], rh.seq, final || rh.envKind == envFinal
 				}
 			}
-			off += rh.size()
-		}
-		f.Close()
+		})
 	}
 	if best == nil {
 		return nil
@@ -481,29 +465,42 @@ func onTmpfs(dir string) bool {
 // live processes hold: reading the record headers and IDs only.
 func liveIDs(dir string, names []string) map[string]bool {
 	ids := map[string]bool{}
-	h := make([]byte, recHeaderSize)
 	for _, name := range names {
-		f, err := os.Open(filepath.Join(dir, name))
-		if err != nil {
-			continue
-		}
-		hdr, ok := readSegHeader(f)
-		fi, serr := f.Stat()
-		for off := int64(segHeaderSize); ok && serr == nil && off+recAlign <= fi.Size(); {
-			if readFull(f, h, off) != nil {
-				break
-			}
-			rh, valid := parseRecHead(h, hdr.gen)
-			if !valid {
-				break
-			}
+		eachRecordHead(filepath.Join(dir, name), func(f *os.File, rh recHead, off int64) {
 			id := make([]byte, rh.idLen)
 			if readFull(f, id, off+recHeaderSize) == nil {
 				ids[string(id)] = true
 			}
-			off += rh.size()
-		}
-		f.Close()
+		})
 	}
 	return ids
+}
+
+// eachRecordHead calls fn, in order, for every record header of a
+// segment's current generation up to the first invalid one, reading the
+// segment without locking it (a record being written ends the walk, as a
+// torn one would).
+func eachRecordHead(path string, fn func(f *os.File, rh recHead, off int64)) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	hdr, ok := readSegHeader(f)
+	fi, err := f.Stat()
+	if !ok || err != nil {
+		return
+	}
+	h := make([]byte, recHeaderSize)
+	for off := int64(segHeaderSize); off+recAlign <= fi.Size(); {
+		if readFull(f, h, off) != nil {
+			return
+		}
+		rh, valid := parseRecHead(h, hdr.gen)
+		if !valid {
+			return
+		}
+		fn(f, rh, off)
+		off += rh.size()
+	}
 }
