@@ -224,7 +224,7 @@ func (u *updater) walk(ctx context.Context, todo chan<- archive.Item, ops chan<-
 			todo <- it
 		case k.dir != it.Dir || k.loc != Location(it):
 			k.seen = true
-			ops <- op{rowid: k.rowid, dir: it.Dir, loc: Location(it)}
+			ops <- op{rowid: k.rowid, dir: it.Dir, loc: Location(it)} // rare: the filer moved it
 		default:
 			k.seen = true
 			u.res.Unchanged++
@@ -409,8 +409,8 @@ func (u *updater) finish(ctx context.Context) error {
 		it, err := u.r.Locate(id)
 		switch {
 		case err == nil:
-			if it.Dir != k.dir || Location(it) != k.loc {
-				if _, err := st.move.ExecContext(ctx, it.Dir, Location(it), k.rowid); err != nil {
+			if loc := Location(it); it.Dir != k.dir || loc != k.loc {
+				if _, err := st.move.ExecContext(ctx, it.Dir, loc, k.rowid); err != nil {
 					return fmt.Errorf("catalog: %w", err)
 				}
 				u.res.Moved++

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand"
 	"net"
 	"os"
@@ -19,8 +18,8 @@ import (
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/archivetest"
 	"github.com/postfix-archive/mailarchive/internal/postfixtest"
+	"github.com/postfix-archive/mailarchive/internal/proxytest"
 	"github.com/postfix-archive/mailarchive/internal/smtpsink"
-	"github.com/postfix-archive/mailarchive/proxy"
 )
 
 // Spellings of the parts of a command line (every command: EHLO, HELO,
@@ -170,25 +169,11 @@ func TestDifferentialPostfix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &archivetest.SyncBuffer{}
-	srv, err := proxy.New(proxy.Config{Server: pf.SMTPAddr(), Store: store, Timeout: 30 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", logs.String())
-		}
-	})
+	proxytest.Serve(t, ln, pf.SMTPAddr(), store, 30*time.Second)
 
 	sp := &speller{rnd: rand.New(rand.NewSource(1)), n: map[string]int{}}
 	const sessions = 120

@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"os/exec"
 	"strings"
@@ -12,7 +11,7 @@ import (
 	"github.com/postfix-archive/mailarchive/archive"
 	"github.com/postfix-archive/mailarchive/internal/archivetest"
 	"github.com/postfix-archive/mailarchive/internal/postfixtest"
-	"github.com/postfix-archive/mailarchive/proxy"
+	"github.com/postfix-archive/mailarchive/internal/proxytest"
 )
 
 // TestContentFilterLoopPostfix points --server at an smtpd that applies
@@ -40,21 +39,7 @@ func TestContentFilterLoopPostfix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &archivetest.SyncBuffer{}
-	srv, err := proxy.New(proxy.Config{Server: pf.SMTPAddr(), Store: store, Timeout: 30 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", logs.String())
-		}
-	})
+	srv := proxytest.Serve(t, ln, pf.SMTPAddr(), store, 30*time.Second)
 	if err := srv.Healthy(); err != nil {
 		t.Fatalf("unhealthy before any mail: %v", err)
 	}
@@ -77,8 +62,8 @@ func TestContentFilterLoopPostfix(t *testing.T) {
 	if err != nil || len(ids) != 1 {
 		t.Fatalf("queue holds %v (%v), want the one deferred message", ids, err)
 	}
-	if !strings.Contains(logs.String(), "CONFIGURATION ERROR: content-filter loop") {
-		t.Fatalf("no configuration error logged:\n%s", logs.String())
+	if !strings.Contains(srv.Logs.String(), "CONFIGURATION ERROR: content-filter loop") {
+		t.Fatalf("no configuration error logged:\n%s", srv.Logs.String())
 	}
 	if err := srv.Healthy(); err == nil || !strings.Contains(err.Error(), "loop") {
 		t.Fatalf("Healthy after a loop: %v", err)

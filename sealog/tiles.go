@@ -10,6 +10,8 @@ import (
 	"strconv"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/postfix-archive/mailarchive/archive"
 )
 
 // TileHeight is the C2SP tlog-tiles height: 2^8 = 256 hashes or entries
@@ -254,23 +256,11 @@ func writeAtomic(p string, data []byte, mode os.FileMode, sync bool) error {
 		return fmt.Errorf("sealog: rename %s: %w", p, err)
 	}
 	if sync {
-		if err := syncDir(dir); err != nil {
+		if err := archive.SyncDir(dir); err != nil {
 			return fmt.Errorf("sealog: fsync %s: %w", dir, err)
 		}
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // removeStalePartials removes the partial tiles and bundles of the tiles
