@@ -122,11 +122,44 @@ func stopAll() {
 	}
 }
 
-func waitListening(addr string) error {
+// startListening starts bin/NAME listening on a free port (the flag -l
+// ADDR, then args) and waits until it accepts connections. A port that was
+// free a moment ago may have been taken meanwhile (by a test running beside
+// the demo): then the child exits, and it is started again on another port.
+// It returns the child and its address.
+func startListening(logDir, name string, args ...string) (*child, string, error) {
+	var last error
+	for try := 0; try < 3; try++ {
+		addr := freeAddr()
+		c, err := start(logDir, name, append([]string{"-l", addr}, args...)...)
+		if err != nil {
+			return nil, "", err
+		}
+		if last = waitListening(c, addr); last == nil {
+			return c, addr, nil
+		}
+	}
+	return nil, "", fmt.Errorf("%s: %w (see %s)", name, last, filepath.Join(logDir, name+".log"))
+}
+
+// waitListening waits until addr accepts connections and c, which should
+// be listening there, still runs (else something else answered).
+func waitListening(c *child, addr string) error {
 	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return nil
+		select {
+		case <-c.exited:
+			return fmt.Errorf("exited instead of listening on %s", addr)
+		default:
+		}
+		if conn, err := net.Dial("tcp", addr); err == nil {
+			conn.Close()
+			// A child that cannot bind exits at once: give it that moment.
+			select {
+			case <-c.exited:
+				return fmt.Errorf("exited instead of listening on %s", addr)
+			case <-time.After(50 * time.Millisecond):
+				return nil
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -261,19 +294,12 @@ func run() error {
 	os.RemoveAll(out)
 	archiveDir, sinkDir := filepath.Join(out, "archive"), filepath.Join(out, "sink")
 	os.MkdirAll(sinkDir, 0o755)
-	sinkAddr, proxyAddr := freeAddr(), freeAddr()
-
-	if _, err := start(out, "smtpsink", "-l", sinkAddr, "-d", sinkDir, "--reject-rcpt", "reject"); err != nil {
-		return err
-	}
-	if err := waitListening(sinkAddr); err != nil {
-		return err
-	}
-	px, err := start(out, "proxy_archiver", "-l", proxyAddr, "-s", sinkAddr, "-d", archiveDir)
+	_, sinkAddr, err := startListening(out, "smtpsink", "-d", sinkDir, "--reject-rcpt", "reject")
 	if err != nil {
 		return err
 	}
-	if err := waitListening(proxyAddr); err != nil {
+	px, proxyAddr, err := startListening(out, "proxy_archiver", "-s", sinkAddr, "-d", archiveDir)
+	if err != nil {
 		return err
 	}
 	fmt.Printf("\n== proxy_archiver on %s relaying to smtpsink on %s\n\n", proxyAddr, sinkAddr)
